@@ -1,0 +1,127 @@
+"""Training configuration and the typed `--key value` overrides that fill any config dataclass."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+
+from .errors import ImxlateError
+
+
+@dataclass
+class TrainConfig:
+    """How a run is trained (the loop's settings); each family's own Config holds its architecture and losses.
+
+    Fields left as None take the family's defaults (`Family.train_defaults`), then the ones below.
+    """
+
+    domains: list[str] = field(default_factory=list)
+    data: str = "."
+    model: str = "cyclegan"
+    out: str | None = None
+    steps: int | None = field(default=None, metadata={"help": "stop after N iterations (the schedule is unchanged)"})
+    epochs: int | None = field(default=None, metadata={"help": "epochs at the initial learning rate"})
+    epochs_decay: int | None = field(default=None, metadata={"help": "epochs of linear decay to zero"})
+    batch_size: int | None = field(default=None, metadata={"help": "images per domain per step (per rank)"})
+    load_size: int | None = None
+    crop_size: int | None = None
+    preprocess: str = "resize_and_crop"
+    no_flip: bool = False
+    max_images: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    workers: int | None = None
+    save_every: int = 1000
+    sample_every: int = 500
+    log_every: int = 10
+    amp: str = "none"
+    gradient_accumulation: int = 1
+
+    def resolved(self, family_defaults: dict) -> "TrainConfig":
+        """Fill None fields from the family's defaults, then the generic ones."""
+        generic = dict(epochs=100, epochs_decay=100, batch_size=1, load_size=286, crop_size=256)
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for k, v in {**generic, **family_defaults}.items():
+            if values.get(k) is None:
+                values[k] = v
+        if values["load_size"] < values["crop_size"]:
+            values["load_size"] = values["crop_size"]
+        return TrainConfig(**values)
+
+
+def to_dict(cfg) -> dict:
+    """A config dataclass -> a JSON-able dict."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls, d: dict):
+    """Rebuild a config dataclass from `to_dict` output, ignoring keys it does not know."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def _convert(value: str, tp, name: str):
+    origin = typing.get_origin(tp)
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value.lower() == "none":
+            return None
+        return _convert(value, args[0], name)
+    if tp is bool:
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ImxlateError(f"--{name} takes true or false, not {value!r}")
+    if origin is list:
+        return [_convert(v, args[0], name) for v in value.split(",") if v]
+    try:
+        return tp(value)
+    except ValueError:
+        raise ImxlateError(f"--{name} takes a {tp.__name__}, not {value!r}") from None
+
+
+def parse_extra_args(args: list[str]) -> dict[str, str | None]:
+    """['--ngf', '8', '--dropout'] -> {'ngf': '8', 'dropout': None} (a bare flag means true)."""
+    out, i = {}, 0
+    while i < len(args):
+        a = args[i]
+        if not a.startswith("--"):
+            raise ImxlateError(f"unexpected argument {a!r}; options look like --name value")
+        key, _, val = a[2:].partition("=")
+        if not val and i + 1 < len(args) and not args[i + 1].startswith("--"):
+            val, i = args[i + 1], i + 1
+        out[key.replace("-", "_")] = val or None
+        i += 1
+    return out
+
+
+def apply_overrides(cfg, overrides: dict[str, str | None]):
+    """Set the fields of dataclass `cfg` named in `overrides` (strings converted to the field types).
+
+    Returns (new config, keys that were used).
+    """
+    hints = typing.get_type_hints(type(cfg))
+    changes, used = {}, set()
+    for f in dataclasses.fields(cfg):
+        if f.name in overrides:
+            raw = overrides[f.name]
+            tp = hints[f.name]
+            if raw is None:
+                if tp is not bool:
+                    raise ImxlateError(f"--{f.name.replace('_', '-')} needs a value")
+                changes[f.name] = True
+            else:
+                changes[f.name] = _convert(raw, tp, f.name.replace("_", "-"))
+            used.add(f.name)
+    return dataclasses.replace(cfg, **changes), used
+
+
+def options_help(cls) -> list[tuple[str, str, str]]:
+    """(--option, default, help) rows for a config dataclass, for --help text."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        rows.append((f"--{f.name.replace('_', '-')}", json.dumps(default), f.metadata.get("help", "")))
+    return rows

@@ -1,0 +1,236 @@
+"""Image folders, decoding to RGB, training transforms and unaligned, exactly resumable sampling."""
+from __future__ import annotations
+
+import glob
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from .errors import ImxlateError
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "none")
+
+
+def is_image(path: Path) -> bool:
+    """True when the file name has an image extension we read (any letter case)."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """All image files under `folder`, recursively, sorted by relative path."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ImxlateError(f"{folder} is not a folder")
+    return sorted(p for p in folder.rglob("*") if p.is_file() and is_image(p))
+
+
+def expand_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
+    """Files, folders and globs -> (image path, path relative to the output folder) pairs."""
+    pairs = []
+    for item in inputs:
+        matches = [Path(m) for m in sorted(glob.glob(item))] if glob.has_magic(item) else [Path(item)]
+        if not matches:
+            raise ImxlateError(f"no file matches {item}")
+        for path in matches:
+            if path.is_dir():
+                pairs += [(p, p.relative_to(path)) for p in list_images(path)]
+            elif path.is_file():
+                pairs.append((path, Path(path.name)))
+            else:
+                raise ImxlateError(f"{path} does not exist")
+    return pairs
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """Grey images with 16 or 32 bits per pixel (modes I;16*, I, F) -> mode L."""
+    a = np.asarray(img).astype(np.float64)
+    scale = 255.0 / 65535.0 if a.max() > 255 else 1.0
+    return Image.fromarray(np.clip(a * scale + 0.5, 0, 255).astype(np.uint8), "L")
+
+
+def load_image(path: str | Path) -> tuple[Image.Image, Image.Image | None]:
+    """Decode any image file to (RGB image, alpha channel or None), EXIF orientation applied."""
+    with Image.open(path) as img:
+        img = ImageOps.exif_transpose(img)
+        img.load()
+    if img.mode.startswith("I") or img.mode == "F":
+        img = _to_8bit(img)
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    alpha = None
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        alpha = img.getchannel("A")
+        img = img.convert("RGBA").convert("RGB")
+    elif img.mode != "RGB":
+        img = img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+    return img, alpha
+
+
+def load_rgb(path: str | Path, background=(255, 255, 255)) -> Image.Image:
+    """Decode any image file to RGB; transparent parts are composited on `background`."""
+    rgb, alpha = load_image(path)
+    if alpha is None:
+        return rgb
+    canvas = Image.new("RGB", rgb.size, background)
+    canvas.paste(rgb, mask=alpha)
+    return canvas
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> float tensor (3, H, W) in [-1, 1]."""
+    a = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+    return a.float().div(127.5).sub(1.0)
+
+
+def to_image(t: torch.Tensor) -> Image.Image:
+    """Float tensor (3, H, W) in [-1, 1] -> RGB PIL image, rounded to 8 bits."""
+    a = t.detach().float().clamp(-1, 1).add(1).mul(127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(a, "RGB")
+
+
+@dataclass
+class Transform:
+    """Training preprocessing as in the CycleGAN reference: resize, random crop, random flip."""
+
+    load_size: int = 286
+    crop_size: int = 256
+    preprocess: str = "resize_and_crop"
+    flip: bool = True
+
+    def __call__(self, img: Image.Image, g: torch.Generator) -> torch.Tensor:
+        if self.preprocess == "resize_and_crop":
+            img = img.resize((self.load_size, self.load_size), Image.BICUBIC)
+        elif self.preprocess == "scale_width":
+            w, h = img.size
+            img = img.resize((self.load_size, max(self.crop_size, round(h * self.load_size / w))), Image.BICUBIC)
+        elif self.preprocess == "none":
+            w, h = img.size  # keep the size, round down to a multiple of 4
+            return self._flip(to_tensor(img.crop((0, 0, w - w % 4, h - h % 4))), g)
+        w, h = img.size
+        if w < self.crop_size or h < self.crop_size:
+            scale = self.crop_size / min(w, h)
+            img = img.resize((max(self.crop_size, round(w * scale)), max(self.crop_size, round(h * scale))), Image.BICUBIC)
+            w, h = img.size
+        x = int(torch.randint(0, w - self.crop_size + 1, (1,), generator=g))
+        y = int(torch.randint(0, h - self.crop_size + 1, (1,), generator=g))
+        img = img.crop((x, y, x + self.crop_size, y + self.crop_size))
+        return self._flip(to_tensor(img), g)
+
+    def _flip(self, t: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        flip = bool(torch.rand((), generator=g) < 0.5)
+        return t.flip(-1) if self.flip and flip else t
+
+
+def _header_ok(path: Path) -> bool:
+    try:
+        with Image.open(path) as img:
+            img.size
+        return True
+    except Exception:
+        return False
+
+
+class Domain:
+    """One domain's images; class labels come from first-level subfolder names (none: one class)."""
+
+    def __init__(self, name: str, root: Path, max_images: int | None = None):
+        self.name, self.root = name, root
+        paths = list_images(root)
+        bad = [p for p in paths if not _header_ok(p)]
+        for p in bad:
+            print(f"warning: skipping unreadable image {p}", file=sys.stderr)
+        paths = [p for p in paths if p not in set(bad)]
+        if not paths:
+            raise ImxlateError(f"domain '{name}' has no readable image in {root} "
+                               f"(looked for {', '.join(sorted(IMAGE_EXTENSIONS))} files)")
+        if max_images:
+            paths = paths[:max_images]
+        self.paths = paths
+        subdirs = sorted({p.relative_to(root).parts[0] for p in paths if len(p.relative_to(root).parts) > 1})
+        self.classes = subdirs if subdirs and all(len(p.relative_to(root).parts) > 1 for p in paths) else []
+        index = {c: i for i, c in enumerate(self.classes)}
+        self.labels = [index[p.relative_to(root).parts[0]] if self.classes else 0 for p in paths]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def find_domain_folder(data: Path, name: str, index: int, split: str = "train") -> Path:
+    """`DATA/name`, else the reference layout `DATA/trainA` (index 0), `DATA/trainB` (index 1), ..."""
+    candidates = [data / name, data / split / name, data / f"{split}{chr(ord('A') + index)}"]
+    for c in candidates:
+        if c.is_dir():
+            return c
+    raise ImxlateError(f"no folder for domain '{name}': looked for {', '.join(str(c) for c in candidates)}")
+
+
+def find_test_folder(data: Path, name: str, index: int) -> Path | None:
+    """The held-out split of a domain (`test/name`, `testA`, `name_test`), or None."""
+    for c in (data / "test" / name, data / f"test{chr(ord('A') + index)}", data / f"{name}_test"):
+        if c.is_dir():
+            return c
+    return None
+
+
+class UnpairedDataset(torch.utils.data.Dataset):
+    """Item p of epoch e: one augmented image per domain, chosen by a plan seeded by (seed, epoch).
+
+    An epoch is max(|domain|) positions; each domain walks its own shuffled order, cycling when
+    shorter (unaligned sampling). The plan and every augmentation depend only on (seed, epoch,
+    position), so a run resumes exactly by starting at a position, whatever the worker count.
+    """
+
+    def __init__(self, domains: list[Domain], transform: Transform, seed: int):
+        self.domains, self.transform, self.seed = domains, transform, seed
+        self.length = max(len(d) for d in domains)
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        self.order = []
+        for d in self.domains:
+            reps = -(-self.length // len(d))
+            self.order.append(torch.cat([torch.randperm(len(d), generator=g) for _ in range(reps)])[: self.length])
+        self.aug_seeds = torch.randint(0, 2**62, (self.length, len(self.domains)), generator=g)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, pos: int) -> dict:
+        images, labels = [], []
+        for k, d in enumerate(self.domains):
+            g = torch.Generator().manual_seed(int(self.aug_seeds[pos, k]))
+            i = int(self.order[k][pos])
+            for attempt in range(len(d)):
+                j = (i + attempt) % len(d)
+                try:
+                    img = load_rgb(d.paths[j])
+                    break
+                except Exception as e:  # a corrupt file: report it, take the next image
+                    print(f"warning: skipping unreadable image {d.paths[j]} ({e})", file=sys.stderr)
+            else:
+                raise ImxlateError(f"domain '{d.name}': no image could be decoded")
+            images.append(self.transform(img, g))
+            labels.append(d.labels[j])
+        return {"images": images, "labels": torch.tensor(labels)}
+
+
+def collate(items: list[dict], names: list[str]) -> dict:
+    """List of dataset items -> {"images": {domain: (B,3,H,W)}, "labels": {domain: (B,)}}."""
+    return {
+        "images": {n: torch.stack([it["images"][k] for it in items]) for k, n in enumerate(names)},
+        "labels": {n: torch.stack([it["labels"][k] for it in items]) for k, n in enumerate(names)},
+    }
+
+
+def worker_count(requested: int | None) -> int:
+    """DataLoader workers: the request, else up to 4 but leave a core for training."""
+    if requested is not None:
+        return requested
+    return max(0, min(4, (os.cpu_count() or 1) - 1))

@@ -1,0 +1,243 @@
+"""What every model family provides, and the pieces they share (image pool, optimizer step, freezing).
+
+A family builds its networks from its config dataclass, names them the way the field does
+(`G_ab`, `D_b`, `E_a`, ...), declares which of them a model file keeps (`keep`), creates its
+optimizers, runs one training step on a batch and returns its losses, and translates a tensor
+into a target domain. The loop in train.py, checkpoints, DDP, samples and model files are
+written once for all families against this interface.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import ClassVar
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from ..config import from_dict, to_dict
+from ..nets.common import param_count
+
+
+class ImagePool:
+    """History of generated images (Shrivastava et al. 2017; CycleGAN: 50 images, swap with p=0.5)."""
+
+    def __init__(self, size: int):
+        self.size, self.images = size, []
+
+    def query(self, images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """Return a batch mixing the new images with older ones, storing the new ones."""
+        if self.size == 0:
+            return images
+        out = []
+        for img in images.detach():
+            img = img.unsqueeze(0)
+            if len(self.images) < self.size:
+                self.images.append(img)
+                out.append(img)
+            elif torch.rand((), generator=g) < 0.5:
+                i = int(torch.randint(0, self.size, (), generator=g))
+                out.append(self.images[i].clone())
+                self.images[i] = img
+            else:
+                out.append(img)
+        return torch.cat(out)
+
+    def state(self) -> dict:
+        return {"images": [t.cpu() for t in self.images]}
+
+    def load(self, state: dict, device) -> None:
+        self.images = [t.to(device) for t in state["images"]]
+
+
+def scalars(losses: dict) -> dict[str, float]:
+    """Loss tensors -> plain floats for logging."""
+    return {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in losses.items()}
+
+
+@contextlib.contextmanager
+def frozen(*nets: nn.Module):
+    """Turn off gradients of `nets` inside the block (the discriminators during a generator step)."""
+    flags = [[p.requires_grad for p in n.parameters()] for n in nets]
+    for n in nets:
+        n.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for n, fl in zip(nets, flags):
+            for p, f in zip(n.parameters(), fl):
+                p.requires_grad_(f)
+
+
+class Family:
+    """Base class of model families. Subclasses set the class attributes and implement build/step/translate."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+    keep: ClassVar[tuple[str, ...]]          # networks stored in the model file
+    train_defaults: ClassVar[dict] = {}     # TrainConfig defaults of the paper (batch size, epochs, sizes)
+    size_multiple: ClassVar[int] = 4        # translate pads inputs to a multiple of this
+    fixed_size: ClassVar[bool] = False      # translate resizes inputs to the training size and back
+    uses_labels: ClassVar[bool] = False     # needs class subfolders in each domain
+
+    def __init__(self, cfg, domains: list[str], image_size: int, classes: dict | None = None):
+        self.cfg, self.domains, self.image_size = cfg, list(domains), image_size
+        self.classes = classes or {d: [] for d in domains}
+        self.nets = nn.ModuleDict(self.build())
+        self.opts: dict[str, torch.optim.Optimizer] = {}
+        self.rng = torch.Generator().manual_seed(0)  # the family's own randomness (pools, noise)
+        self.device = torch.device("cpu")
+        self.meta: dict = {}
+        self.scaler = None
+        self.accumulate = 1
+
+    # ---- to implement ----------------------------------------------------------------------
+    def build(self) -> dict[str, nn.Module]:
+        """Create the networks from self.cfg."""
+        raise NotImplementedError
+
+    def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Create the optimizers, named (e.g. {'G': ..., 'D': ...})."""
+        raise NotImplementedError
+
+    def train_step(self, batch: dict, step: int) -> dict[str, float]:
+        """One iteration on `batch` ({'images': {domain: (B,3,H,W)}, 'labels': {domain: (B,)}}) -> losses."""
+        raise NotImplementedError
+
+    def translate(self, x: torch.Tensor, dst: str, src: str | None = None, generator=None) -> torch.Tensor:
+        """(B,3,H,W) images of domain `src` (None: the other one) -> images of domain `dst`."""
+        raise NotImplementedError
+
+    def sample_rows(self, images: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Rows of a sample grid (each (N,3,H,W)): real, translated, reconstructed, per direction."""
+        raise NotImplementedError
+
+    # ---- shared behaviour ------------------------------------------------------------------
+    def check_data(self, domains: list) -> None:
+        """Refuse data the family cannot train on (e.g. missing class folders), before training starts."""
+    def directions(self) -> list[tuple[str, str]]:
+        """(source, target) domain pairs this model translates."""
+        return [(a, b) for a in self.domains for b in self.domains if a != b]
+
+    def stages(self, total_steps: int) -> list[tuple[str, int]]:
+        """(name, steps) of each training stage; one stage unless a family trains in phases."""
+        return [("train", total_steps)]
+
+    @classmethod
+    def resolve_config(cls, cfg, train_cfg):
+        """Fill config values that depend on the training setup (e.g. blocks from the crop size)."""
+        return cfg
+
+    def other(self, domain: str) -> str:
+        """The other domain of a two-domain family."""
+        a, b = self.domains
+        return b if domain == a else a
+
+    def config_dict(self) -> dict:
+        return to_dict(self.cfg)
+
+    def describe_net(self, name: str) -> dict:
+        net = self.nets[name]
+        return {"class": type(net).__name__, "parameters": param_count(net)}
+
+    def to(self, device) -> "Family":
+        self.device = torch.device(device)
+        self.nets.to(self.device)
+        return self
+
+    def train(self) -> None:
+        self.nets.train()
+
+    def eval(self) -> None:
+        self.nets.eval()
+
+    def setup_training(self, amp: str = "none", accumulate: int = 1) -> None:
+        """Create optimizers (and a grad scaler for fp16) before the first step or a resume."""
+        self.opts = self.make_optimizers()
+        for opt in self.opts.values():
+            for group in opt.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+        self.amp = amp
+        self.accumulate = accumulate
+        if amp == "fp16":
+            self.scaler = torch.amp.GradScaler(self.device.type)
+
+    def autocast(self):
+        """Mixed-precision context for forward passes when --amp is on (CUDA only)."""
+        if self.amp in ("bf16", "fp16") and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16)
+        return contextlib.nullcontext()
+
+    def update(self, opt_name: str, loss: torch.Tensor, step: int | None = None) -> None:
+        """Backward `loss` and step optimizer `opt_name`, averaging gradients over DDP ranks.
+
+        With gradient accumulation the step happens every `accumulate` calls' (step+1).
+        """
+        opt = self.opts[opt_name]
+        params = [p for g in opt.param_groups for p in g["params"]]
+        first = step is None or step % self.accumulate == 0
+        last = step is None or (step + 1) % self.accumulate == 0
+        if first:
+            opt.zero_grad(set_to_none=True)
+        scaled = loss / self.accumulate
+        (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+        if not last:
+            return
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            grads = [p.grad for p in params if p.grad is not None]
+            if grads:
+                flat = torch.cat([g.flatten() for g in grads])
+                dist.all_reduce(flat)
+                flat /= dist.get_world_size()
+                offset = 0
+                for g in grads:
+                    g.copy_(flat[offset:offset + g.numel()].view_as(g))
+                    offset += g.numel()
+        if self.scaler:
+            self.scaler.step(opt)
+            self.scaler.update()
+        else:
+            opt.step()
+
+    def set_lr_factor(self, factor: float) -> None:
+        """Scale every optimizer's learning rate to `factor` x its initial value."""
+        for opt in self.opts.values():
+            for group in opt.param_groups:
+                group["lr"] = group["initial_lr"] * factor
+
+    def lr_factor(self, step: int, total: int, decay_start: int) -> float:
+        """Constant, then linear decay to zero over the remaining steps (CycleGAN/StarGAN schedule)."""
+        if step < decay_start or total <= decay_start:
+            return 1.0
+        return max(0.0, 1.0 - (step - decay_start) / (total - decay_start))
+
+    def extra_state(self) -> dict:
+        """Training state beyond networks and optimizers (pools, the family's RNG)."""
+        return {"rng": self.rng.get_state()}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.rng.set_state(state["rng"])
+
+    def state(self) -> dict:
+        """Everything a checkpoint needs from the family."""
+        return {
+            "nets": {k: v.state_dict() for k, v in self.nets.items()},
+            "opts": {k: v.state_dict() for k, v in self.opts.items()},
+            "extra": self.extra_state(),
+            "scaler": self.scaler.state_dict() if self.scaler else {},
+        }
+
+    def load_state(self, state: dict) -> None:
+        for k, v in self.nets.items():
+            v.load_state_dict(state["nets"][k])
+        for k, v in self.opts.items():
+            v.load_state_dict(state["opts"][k])
+        if self.scaler and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.load_extra_state(state["extra"])
+
+
+def config_from(cls: type, d: dict):
+    """A family config from a (possibly older) dict; unknown keys are ignored, new fields take defaults."""
+    return from_dict(cls, d) if dataclasses.is_dataclass(cls) else cls(**d)

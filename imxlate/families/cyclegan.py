@@ -1,0 +1,129 @@
+"""CycleGAN (Zhu et al. 2017): two ResNet generators, two PatchGAN discriminators, cycle consistency."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .. import losses
+from ..nets.common import init_weights
+from ..nets.patchgan import PatchDiscriminator
+from ..nets.resnet import ResnetGenerator
+from .base import Family, ImagePool, frozen, scalars
+
+
+@dataclass
+class CycleGANConfig:
+    ngf: int = field(default=64, metadata={"help": "generator filters in the first layer"})
+    ndf: int = field(default=64, metadata={"help": "discriminator filters in the first layer"})
+    n_blocks: int | None = field(default=None, metadata={"help": "residual blocks (default: 9 at >=256 px, else 6)"})
+    n_layers_d: int = field(default=3, metadata={"help": "PatchGAN layers (3: 70x70 patches)"})
+    norm: str = field(default="instance", metadata={"help": "instance | batch | none"})
+    dropout: bool = field(default=False, metadata={"help": "dropout 0.5 in the residual blocks"})
+    upsample: str = field(default="transpose", metadata={"help": "transpose (reference) | resize (no checkerboard)"})
+    gan_loss: str = field(default="lsgan", metadata={"help": "lsgan | vanilla | wgan-gp | hinge"})
+    spectral_norm: bool = field(default=False, metadata={"help": "spectral norm on the discriminators"})
+    lambda_cycle: float = field(default=10.0, metadata={"help": "cycle loss weight each way"})
+    lambda_identity: float = field(default=0.5, metadata={"help": "identity loss weight, times lambda_cycle"})
+    lambda_gp: float = field(default=10.0, metadata={"help": "gradient penalty weight (wgan-gp)"})
+    n_critic: int = field(default=1, metadata={"help": "discriminator steps per generator step (5 with wgan-gp)"})
+    pool_size: int = field(default=50, metadata={"help": "history of generated images shown to D"})
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+
+
+class CycleGAN(Family):
+    name = "cyclegan"
+    Config = CycleGANConfig
+    keep = ("G_ab", "G_ba")
+    train_defaults = dict(batch_size=1, epochs=100, epochs_decay=100, load_size=286, crop_size=256)
+
+    @classmethod
+    def resolve_config(cls, cfg, train_cfg):
+        if cfg.n_blocks is None:  # CycleGAN paper: 9 blocks for 256x256 training images, 6 for 128x128
+            cfg.n_blocks = 9 if train_cfg.crop_size >= 256 else 6
+        if cfg.gan_loss == "wgan-gp" and cfg.n_critic == 1:
+            cfg.n_critic = 5  # WGAN-GP paper: 5 critic steps per generator step
+        return cfg
+
+    def build(self):
+        c = self.cfg
+        n_blocks = c.n_blocks if c.n_blocks is not None else 9
+        gen = lambda: init_weights(ResnetGenerator(3, 3, c.ngf, n_blocks, c.norm, c.dropout, c.upsample))  # noqa: E731
+        disc = lambda: init_weights(PatchDiscriminator(3, c.ndf, c.n_layers_d, c.norm, c.spectral_norm))  # noqa: E731
+        return {"G_ab": gen(), "G_ba": gen(), "D_a": disc(), "D_b": disc()}
+
+    def setup_training(self, amp="none", accumulate=1):
+        super().setup_training(amp, accumulate)
+        self.pools = {"a": ImagePool(self.cfg.pool_size), "b": ImagePool(self.cfg.pool_size)}
+
+    def make_optimizers(self):
+        c, n = self.cfg, self.nets
+        adam = lambda params: torch.optim.Adam(params, lr=c.lr, betas=(c.beta1, c.beta2))  # noqa: E731
+        return {"G": adam([*n["G_ab"].parameters(), *n["G_ba"].parameters()]),
+                "D": adam([*n["D_a"].parameters(), *n["D_b"].parameters()])}
+
+    def generator_losses(self, real_a, real_b):
+        """Adversarial, cycle and identity losses of both generators -> (total, parts, fakes)."""
+        c, n = self.cfg, self.nets
+        fake_b, fake_a = n["G_ab"](real_a), n["G_ba"](real_b)
+        rec_a, rec_b = n["G_ba"](fake_b), n["G_ab"](fake_a)
+        parts = {
+            "G_ab": losses.g_loss(c.gan_loss, n["D_b"](fake_b)),
+            "G_ba": losses.g_loss(c.gan_loss, n["D_a"](fake_a)),
+            "cycle_a": losses.distance("l1", rec_a, real_a) * c.lambda_cycle,
+            "cycle_b": losses.distance("l1", rec_b, real_b) * c.lambda_cycle,
+        }
+        if c.lambda_identity > 0:  # CycleGAN paper: identity weight 0.5 x lambda
+            w = c.lambda_identity * c.lambda_cycle
+            parts["idt_a"] = losses.distance("l1", n["G_ba"](real_a), real_a) * w
+            parts["idt_b"] = losses.distance("l1", n["G_ab"](real_b), real_b) * w
+        return sum(parts.values()), parts, (fake_a, fake_b)
+
+    def discriminator_loss(self, D, real, fake):
+        loss = losses.d_loss(self.cfg.gan_loss, D(real), D(fake.detach()))
+        if self.cfg.gan_loss == "wgan-gp":
+            loss = loss + self.cfg.lambda_gp * losses.gradient_penalty(D, real, fake)
+        return loss
+
+    def train_step(self, batch, step):
+        a, b = self.domains
+        real_a = batch["images"][a].to(self.device)
+        real_b = batch["images"][b].to(self.device)
+        n = self.nets
+        out = {}
+        if step % self.cfg.n_critic == 0:
+            with frozen(n["D_a"], n["D_b"]), self.autocast():
+                loss_g, parts, (fake_a, fake_b) = self.generator_losses(real_a, real_b)
+            self.update("G", loss_g, step // self.cfg.n_critic)
+            out.update(scalars(parts))
+        else:
+            with torch.no_grad(), self.autocast():
+                fake_a, fake_b = n["G_ba"](real_b), n["G_ab"](real_a)
+        with self.autocast():
+            loss_da = self.discriminator_loss(n["D_a"], real_a, self.pools["a"].query(fake_a, self.rng))
+            loss_db = self.discriminator_loss(n["D_b"], real_b, self.pools["b"].query(fake_b, self.rng))
+        self.update("D", loss_da + loss_db, step)
+        out.update(scalars({"D_a": loss_da, "D_b": loss_db}))
+        return out
+
+    def translate(self, x, dst, src=None, generator=None):
+        return self.nets["G_ab" if dst == self.domains[1] else "G_ba"](x)
+
+    def sample_rows(self, images):
+        a, b = self.domains
+        n = self.nets
+        rows = []
+        for real, g, back in ((images[a], n["G_ab"], n["G_ba"]), (images[b], n["G_ba"], n["G_ab"])):
+            fake = g(real)
+            rows += [real, fake, back(fake)]
+        return rows
+
+    def extra_state(self):
+        return {**super().extra_state(), "pools": {k: p.state() for k, p in self.pools.items()}}
+
+    def load_extra_state(self, state):
+        super().load_extra_state(state)
+        for k, p in self.pools.items():
+            p.load(state["pools"][k], self.device)

@@ -1,0 +1,55 @@
+"""The CycleGAN ResNet generator (Johnson et al. 2016, as used by Zhu et al. 2017).
+
+The module indices follow the reference implementation's `model.N` layout, so its checkpoints map
+onto this network key for key: stem 0-3, downsampling 4-9, residual blocks from 10, then
+upsampling, output padding, convolution and tanh.
+"""
+from __future__ import annotations
+
+import torch.nn as nn
+
+from .common import conv_bias, norm_layer
+
+
+class ResnetBlock(nn.Module):
+    """x + conv_block(x): pad, 3x3 conv, norm, ReLU, [dropout 0.5], pad, 3x3 conv, norm."""
+
+    def __init__(self, dim: int, norm: str, dropout: bool):
+        super().__init__()
+        bias = conv_bias(norm)
+        layers = [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias), norm_layer(norm, dim), nn.ReLU(True)]
+        if dropout:
+            layers.append(nn.Dropout(0.5))
+        layers += [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias), norm_layer(norm, dim)]
+        self.conv_block = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return x + self.conv_block(x)
+
+
+class ResnetGenerator(nn.Module):
+    """(B, in_ch, H, W) in [-1, 1] -> (B, out_ch, H, W) in [-1, 1]; H and W multiples of 4."""
+
+    def __init__(self, in_ch: int = 3, out_ch: int = 3, ngf: int = 64, n_blocks: int = 9,
+                 norm: str = "instance", dropout: bool = False, upsample: str = "transpose"):
+        super().__init__()
+        bias = conv_bias(norm)
+        layers = [nn.ReflectionPad2d(3), nn.Conv2d(in_ch, ngf, 7, bias=bias), norm_layer(norm, ngf), nn.ReLU(True)]
+        for i in range(2):  # (B, ngf, H, W) -> (B, 4 ngf, H/4, W/4)
+            c = ngf * 2**i
+            layers += [nn.Conv2d(c, 2 * c, 3, stride=2, padding=1, bias=bias), norm_layer(norm, 2 * c), nn.ReLU(True)]
+        layers += [ResnetBlock(4 * ngf, norm, dropout) for _ in range(n_blocks)]
+        for i in range(2):
+            c = ngf * 2 ** (2 - i)
+            if upsample == "transpose":
+                up = [nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1, bias=bias)]
+            elif upsample == "resize":  # nearest resize + conv avoids checkerboard artefacts (Odena et al. 2016)
+                up = [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1), nn.Conv2d(c, c // 2, 3, bias=bias)]
+            else:
+                raise ValueError(f"unknown upsampling {upsample!r}; choose transpose or resize")
+            layers += up + [norm_layer(norm, c // 2), nn.ReLU(True)]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_ch, 7), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.model(x)

@@ -1,0 +1,245 @@
+"""Inference: finding a model, translating tensors, images and folders of any size, writing outputs."""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from . import store
+from .data import expand_inputs, load_image, to_image, to_tensor
+from .errors import ImxlateError
+
+console = Console(highlight=False, stderr=True)
+
+
+# ---- finding a model ------------------------------------------------------------------------------
+
+def shipped_models() -> list[Path]:
+    """Model files that ship inside the package (imxlate.weights)."""
+    try:
+        root = resources.files("imxlate.weights")
+    except ModuleNotFoundError:
+        return []
+    return sorted(Path(str(p)) for p in root.iterdir() if p.name.endswith(".safetensors"))
+
+
+def run_models(runs: Path = Path("runs")) -> list[Path]:
+    """Model files under a runs folder, newest first."""
+    if not runs.is_dir():
+        return []
+    return sorted(runs.rglob(store_name()), key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def store_name() -> str:
+    return "model.safetensors"
+
+
+def find_model(model: str | None, to: str | None) -> tuple[Path, str]:
+    """-> (model file, how it was chosen). Order: --model (file or run folder); the newest model
+    under ./runs whose domains include `to`; a shipped model that knows `to`; else a clear error."""
+    if model:
+        p = Path(model)
+        if p.is_dir():
+            p = p / store_name()
+        if not p.is_file():
+            raise ImxlateError(f"no model file at {p}; --model takes a .safetensors file or a run folder")
+        return p, "given"
+    seen = []
+    for where, paths in (("./runs", run_models()), ("the models shipped with imxlate", shipped_models())):
+        for p in paths:
+            try:
+                domains = store.read_metadata(p).get("domains", [])
+            except ImxlateError:
+                continue
+            seen.append((p, domains))
+            if to is None or to in domains:
+                return p, f"newest in {where}" if where == "./runs" else "shipped"
+    known = "; ".join(f"{p} ({', '.join(d)})" for p, d in seen) or "none"
+    raise ImxlateError(f"no model knows domain '{to}'. Looked in ./runs and the shipped models; "
+                       f"found: {known}. Train one with `imxlate train --domains A {to}` or pass --model")
+
+
+# ---- translating tensors ---------------------------------------------------------------------------
+
+def _pad(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """Pad (B,C,H,W) symmetrically to multiples of `multiple` (reflection where the image allows)."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+    if not any(pad):
+        return x, pad
+    mode = "reflect" if max(pad[:2]) < w and max(pad[2:]) < h else "replicate"
+    return F.pad(x, pad, mode=mode), pad
+
+
+class Translator:
+    """A loaded model: `translate(image, to=...)` for PIL images or tensors, `translate_folder(...)`."""
+
+    def __init__(self, family, path: Path):
+        self.family, self.path = family, path
+        self.domains = family.domains
+        self.meta = family.meta
+
+    @classmethod
+    def open(cls, path: str | Path | None = None, to: str | None = None, device: str = "auto") -> "Translator":
+        """Load `path` (a model file or run folder), or find a model that knows domain `to`."""
+        from .train import pick_device
+
+        p, _ = find_model(str(path) if path else None, to)
+        return cls(store.load_model(p, pick_device(device)), p)
+
+    def check_domain(self, to: str, src: str | None = None) -> None:
+        if to not in self.domains:
+            raise ImxlateError(f"this model translates between {', '.join(self.domains)}; it does not know '{to}'")
+        if src is not None and src not in self.domains:
+            raise ImxlateError(f"this model does not know source domain '{src}' ({', '.join(self.domains)})")
+        if src == to:
+            raise ImxlateError(f"source and target are both '{to}'")
+
+    @torch.inference_mode()
+    def translate_tensor(self, x: torch.Tensor, to: str, src: str | None = None,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B,3,H,W) in [-1,1], any H and W -> (B,3,H,W) in [-1,1] translated into domain `to`."""
+        self.check_domain(to, src)
+        fam = self.family
+        x = x.to(fam.device, torch.float32)
+        h, w = x.shape[-2:]
+        if fam.fixed_size:
+            y = fam.translate(F.interpolate(x, size=(fam.image_size, fam.image_size), mode="bilinear",
+                                            antialias=True, align_corners=False), to, src, generator)
+            return F.interpolate(y, size=(h, w), mode="bilinear", antialias=True, align_corners=False).clamp(-1, 1)
+        xp, (l, r, t, b) = _pad(x, fam.size_multiple)
+        y = fam.translate(xp, to, src, generator)
+        return y[..., t:t + h, l:l + w].float()
+
+    def translate(self, image, to: str, src: str | None = None, seed: int | None = None):
+        """A PIL image -> the translated PIL image (alpha kept); a tensor (3,H,W) or (B,3,H,W) -> tensor."""
+        g = torch.Generator(self.family.device).manual_seed(seed) if seed is not None else None
+        if isinstance(image, torch.Tensor):
+            single = image.dim() == 3
+            y = self.translate_tensor(image[None] if single else image, to, src, g)
+            return y[0] if single else y
+        alpha = image.getchannel("A") if image.mode in ("RGBA", "LA") else None
+        rgb = image.convert("RGB")
+        out = to_image(self.translate_tensor(to_tensor(rgb)[None], to, src, g)[0])
+        if alpha is not None:
+            out.putalpha(alpha)
+        return out
+
+    def translate_folder(self, inputs: list[str], to: str, out: str | Path | None = None, src: str | None = None,
+                         batch_size: int = 8, size: int | None = None, samples: int = 1, seed: int | None = None,
+                         overwrite: bool = False, progress: bool = True) -> "Report":
+        """Translate files, folders (recursive, mirrored) and globs into `out` -> a Report."""
+        return translate_paths(self, inputs, to, out, src, batch_size, size, samples, seed, overwrite, progress)
+
+
+# ---- folders ---------------------------------------------------------------------------------------
+
+@dataclass
+class Report:
+    out: Path
+    written: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def default_out(to: str) -> Path:
+    """A new folder in the current directory named after the target domain: <to>-translated, -2, ..."""
+    out, i = Path(f"{to}-translated"), 2
+    while out.exists():
+        out, i = Path(f"{to}-translated-{i}"), i + 1
+    return out
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def plan_outputs(pairs: list[tuple[Path, Path]], out: Path, samples: int) -> list[tuple[Path, list[Path]]]:
+    """(input, [output per sample]) with outputs as PNG, mirroring relative paths; name clashes get -2, -3."""
+    taken, plan = set(), []
+    for src, rel in pairs:
+        stem = rel.with_suffix("")
+        names = [f"{stem}_{k}" for k in range(samples)] if samples > 1 else [str(stem)]
+        outs = []
+        for n in names:
+            cand, i = out / f"{n}.png", 2
+            while cand in taken:
+                cand, i = out / f"{n}-{i}.png", i + 1
+            taken.add(cand)
+            outs.append(cand)
+        plan.append((src, outs))
+    return plan
+
+
+def translate_paths(tr: Translator, inputs, to, out, src, batch_size, size, samples, seed, overwrite, progress) -> Report:
+    tr.check_domain(to, src)
+    pairs = expand_inputs(list(inputs))
+    if not pairs:
+        raise ImxlateError(f"no images found in {', '.join(map(str, inputs))}")
+    in_dirs = [Path(i) for i in inputs if Path(i).is_dir()]
+    if out is None:
+        out = default_out(to)
+        if any(_inside(out, d) for d in in_dirs):
+            raise ImxlateError("the default output folder would be inside an input folder; pass --out")
+    out = Path(out)
+    plan = plan_outputs(pairs, out, samples)
+    inputs_resolved = {p.resolve() for p, _ in pairs}
+    clash = [o for _, outs in plan for o in outs if o.resolve() in inputs_resolved]
+    if clash:
+        raise ImxlateError(f"--out {out} would write over input {clash[0]}; choose another output folder")
+    existing = [o for _, outs in plan for o in outs if o.exists()]
+    if existing and not overwrite:
+        raise ImxlateError(f"{len(existing)} output file(s) already exist (e.g. {existing[0]}); "
+                           "choose another --out or pass --overwrite")
+    report = Report(out)
+    g = torch.Generator(tr.family.device).manual_seed(seed) if seed is not None else None
+    buckets: dict[tuple[int, int], list] = {}
+
+    def flush(key):
+        items = buckets.pop(key)
+        x = torch.stack([t for t, _, _ in items])
+        results = [tr.translate_tensor(x, to, src, g) for _ in range(samples)]
+        for i, (_, alpha, outs) in enumerate(items):
+            for k, o in enumerate(outs):
+                img = to_image(results[k][i])
+                if alpha is not None:
+                    img.putalpha(alpha)
+                o.parent.mkdir(parents=True, exist_ok=True)
+                img.save(o)
+                report.written.append(o)
+
+    columns = (TextColumn("translating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, disable=not progress) as bar:
+        task = bar.add_task("", total=len(plan))
+        for path, outs in plan:
+            try:
+                rgb, alpha = load_image(path)
+            except Exception as e:  # corrupt or unsupported: report, skip, go on
+                report.failed.append((path, str(e).splitlines()[0] if str(e) else type(e).__name__))
+                print(f"skipped {path}: {report.failed[-1][1]}", file=sys.stderr)
+                bar.advance(task)
+                continue
+            if size:
+                w, h = rgb.size
+                s = size / min(w, h)
+                rgb = rgb.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BICUBIC)
+                alpha = alpha.resize(rgb.size, Image.BICUBIC) if alpha is not None else None
+            key = rgb.size
+            buckets.setdefault(key, []).append((to_tensor(rgb), alpha, outs))
+            if len(buckets[key]) >= batch_size:
+                flush(key)
+            bar.advance(task)
+        for key in list(buckets):
+            flush(key)
+    return report

@@ -1,0 +1,1 @@
+"""Small models shipped with imxlate (found with importlib.resources)."""
