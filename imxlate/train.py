@@ -294,7 +294,8 @@ def _train(cfg, family_args, resume, quiet, rank, world, local) -> Path:
                 dataset.set_epoch(epoch)
                 loader = torch.utils.data.DataLoader(
                     dataset, batch_sampler=BatchPlan(len(dataset), cfg.batch_size, world, rank, start),
-                    num_workers=worker_count(cfg.workers), collate_fn=lambda items: collate(items, cfg.domains))
+                    num_workers=worker_count(cfg.workers), collate_fn=lambda items: collate(items, cfg.domains),
+                    generator=torch.Generator())  # its own seed draw, so the global RNG stays exactly resumable
                 t0 = time.perf_counter()
                 for batch in loader:
                     family.set_lr_factor(family.lr_factor(step, schedule_total, decay_start))

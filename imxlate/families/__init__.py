@@ -8,6 +8,11 @@ from ..errors import ImxlateError
 # name -> "module:Class"; a new family is one new file plus one line here.
 REGISTRY = {
     "cyclegan": "cyclegan:CycleGAN",
+    "discogan": "discogan:DiscoGAN",
+    "gan": "discogan:GAN",
+    "recongan": "discogan:ReconGAN",
+    "stargan": "stargan:StarGAN",
+    "latent-mapping": "latent_mapping:LatentMapping",
 }
 
 

@@ -1,0 +1,152 @@
+"""Exporting one translation direction of a model file to ONNX or TorchScript, for other runtimes.
+
+The exported graph takes float32 RGB images with values in [0, 1], shaped (batch, 3, height,
+width), any batch size, height and width (4 px or more), and returns the translated images in the
+same range, shape and dtype. Everything imxlate does around the networks is inside the graph:
+scaling to the networks' [-1, 1], reflection padding to the family's size multiple, cropping back
+and clamping. With fp16 the weights and arithmetic are float16 (for GPU runtimes) while inputs and
+outputs stay float32. The file records the model, its direction and this convention: ONNX in its
+metadata_props, TorchScript in an extra file `imxlate.json`.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import typer
+from rich.console import Console
+
+from . import store
+from .errors import ImxlateError
+
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+CONVENTION = ("input: float32 RGB (batch, 3, height, width) in [0, 1]; "
+              "output: the translated images, float32 RGB (batch, 3, height, width) in [0, 1]")
+
+
+class ExportedTranslator(nn.Module):
+    """(B, 3, H, W) float in [0, 1] -> (B, 3, H, W) float in [0, 1] translated into domain `to`."""
+
+    def __init__(self, family, to: str, src: str | None = None, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.family, self.target, self.src, self.dtype = family, to, src, dtype
+        # Only the translation networks become part of the graph (not the discriminators).
+        self.nets = nn.ModuleDict({name: family.nets[name] for name in family.keep}).to(dtype)
+
+    def forward(self, x):
+        h, w = x.shape[-2], x.shape[-1]
+        m = self.family.size_multiple
+        ph, pw = (-h) % m, (-w) % m
+        top, left = ph // 2, pw // 2  # the split of imxlate's own translate, so outputs agree exactly
+        # Padding by zero is a no-op, so one graph serves every size without a shape-dependent branch.
+        x = F.pad(x.to(self.dtype) * 2 - 1, (left, pw - left, top, ph - top), mode="reflect")
+        y = self.family.translate(x, self.target, self.src)
+        y = y[:, :, top:top + h, left:left + w]
+        return ((y.float() + 1) / 2).clamp(0, 1)
+
+
+def exportable(family, to: str, src: str | None = None, fp16: bool = False) -> ExportedTranslator:
+    """The module that `export_model` writes, for a loaded family; refuses directions it lacks."""
+    if to not in family.domains:
+        raise ImxlateError(f"this model translates between {', '.join(family.domains)}; it does not know '{to}'")
+    if src is not None and src not in family.domains:
+        raise ImxlateError(f"this model does not know source domain '{src}' ({', '.join(family.domains)})")
+    if not any(b == to and src in (None, a) for a, b in family.directions()):
+        raise ImxlateError(f"this model translates {', '.join(f'{a} -> {b}' for a, b in family.directions())}; "
+                           f"it has no direction into '{to}'{f' from {src!r}' if src else ''}")
+    if family.fixed_size:
+        raise ImxlateError(f"the {family.name} family translates at a fixed size ({family.image_size} px) and "
+                           "resizes around it, which export does not include; export needs a size-free family")
+    family.eval()
+    return ExportedTranslator(family, to, src, torch.float16 if fp16 else torch.float32).eval()
+
+
+def export_model(model: str | Path, to: str, out: str | Path | None = None, fmt: str = "onnx",
+                 src: str | None = None, fp16: bool = False, device: str = "cpu", overwrite: bool = False) -> Path:
+    """Write the direction into domain `to` of model file (or run folder) `model` as ONNX or
+    TorchScript (`fmt`) -> the path written. See the module docstring for the graph's inputs and outputs."""
+    from .translate import find_model
+
+    if fmt not in FORMATS:
+        raise ImxlateError(f"--format {fmt}: choose {' or '.join(FORMATS)}")
+    if fmt == "onnx" and importlib.util.find_spec("onnxscript") is None:
+        raise ImxlateError("ONNX export needs the export extra: pip install 'imxlate[export]'")
+    path, _ = find_model(str(model), to)
+    out = Path(out) if out else Path(f"{path.stem}-to-{to}{FORMATS[fmt]}")
+    if out.exists() and not overwrite:
+        raise ImxlateError(f"{out} already exists; choose another --out or pass --overwrite")
+    module = exportable(store.load_model(path, device), to, src, fp16)
+    meta = store.read_metadata(path)
+    info = {"imxlate_model": path.name, "model_sha256": store.sha256(path), "family": meta["family"],
+            "to": to, "from": src or ", ".join(a for a, b in module.family.directions() if b == to),
+            "convention": CONVENTION, "fp16": fp16, "size_multiple": module.family.size_multiple}
+    # A batch of two, sizes off the size multiple: nothing in the trace can specialise to 1 or to "no padding".
+    example = torch.rand(2, 3, 37, 45, device=device)
+    with _written_atomically(out) as tmp:
+        (_onnx if fmt == "onnx" else _torchscript)(module, example, tmp, info)
+    return out
+
+
+def _onnx(module: nn.Module, example: torch.Tensor, path: str, info: dict) -> None:
+    dims = {0: "batch", 2: "height", 3: "width"}
+    program = torch.onnx.export(module, (example,), dynamo=True, input_names=["image"], output_names=["translated"],
+                                dynamic_shapes={"x": dims}, verbose=False)
+    program.model.metadata_props.update({f"imxlate.{k}": str(v) for k, v in info.items()})
+    program.save(path, external_data=False)
+
+
+def _torchscript(module: nn.Module, example: torch.Tensor, path: str, info: dict) -> None:
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream; asked for explicitly here
+        traced = torch.jit.trace(module, example, check_trace=False)
+    torch.jit.save(traced, path, _extra_files={"imxlate.json": json.dumps(info)})
+
+
+@contextlib.contextmanager
+def _written_atomically(out: Path):
+    """A temporary path beside `out`, renamed to `out` when the block succeeds and removed otherwise."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# ---- command line (the lead registers this as `imxlate export`) -------------------------------------
+
+EXPORT_EPILOG = ("Examples:\n\n"
+                 "  imxlate export horse2zebra.safetensors --to zebra --format onnx\n\n"
+                 "  imxlate export runs/photos2vangogh --to vangogh --format torchscript --out vangogh.pt\n\n"
+                 "  imxlate export model.safetensors --to zebra --fp16 --device cuda")
+
+
+def export_command(
+    model: str = typer.Argument(..., help="model file or run folder"),
+    to: str = typer.Option(..., "--to", help="target domain: the one direction that is exported"),
+    fmt: str = typer.Option("onnx", "--format", help="onnx | torchscript"),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="file to write (default: <model>-to-<to>.onnx / .pt)"),
+    src: Optional[str] = typer.Option(None, "--from", help="source domain (models with more than two domains)"),
+    fp16: bool = typer.Option(False, help="float16 weights and arithmetic, for GPU runtimes (I/O stays float32)"),
+    device: str = typer.Option("cpu", help="device to trace on (cpu | cuda | cuda:N)"),
+    overwrite: bool = typer.Option(False, help="replace an existing --out file"),
+):
+    """Export one direction of a model as ONNX or TorchScript, with dynamic batch, height and width.
+
+    The graph takes float32 RGB images (batch, 3, height, width) with values in [0, 1] and returns
+    the translations in the same layout and range; scaling, padding and cropping are inside it.
+    """
+    written = export_model(model, to, out_file, fmt, src, fp16, device, overwrite)
+    Console(highlight=False).print(f"Wrote {written} ({fmt}{', fp16' if fp16 else ''}): images in [0, 1] -> '{to}'")

@@ -1,0 +1,250 @@
+"""Importing generators trained with the reference code of other projects into imxlate model files.
+
+Supported: ResNet generators of the CycleGAN/pix2pix reference repository (`latest_net_G_A.pth`,
+`{epoch}_net_G.pth`, the released pretrained `.pth` files) and StarGAN generators (`{iter}-G.ckpt`).
+imxlate's networks keep the reference module layout (`model.N...`, `main.N...`), so the weights map
+key for key; the architecture (blocks, filters, norm, dropout, domains) is read from the keys and
+shapes. This is the only module that calls torch.load, and always with weights_only=True: plain
+tensors only, never pickled code.
+"""
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+import torch.nn as nn
+import typer
+from rich.console import Console
+
+from . import store
+from .errors import ImxlateError
+from .families import build_family
+
+# Image sizes the reference models were trained at (CycleGAN: 256 px crops; StarGAN on CelebA: 128 px).
+REFERENCE_IMAGE_SIZE = {"cyclegan": 256, "stargan": 128}
+FOREIGN_FAMILIES = tuple(REFERENCE_IMAGE_SIZE)
+RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+# ---- reading ---------------------------------------------------------------------------------------
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The flat name -> tensor dict of a PyTorch weights file, read with torch.load(weights_only=True)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImxlateError(f"{path} does not exist")
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, not PyTorch, or pickled objects: torch raises many different types
+        obj = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if isinstance(e, pickle.UnpicklingError) and obj:
+            raise ImxlateError(f"{path} holds pickled Python objects ({obj[1]}: e.g. a whole saved network), which "
+                               "imxlate does not load; save the weights with torch.save(net.state_dict(), FILE)") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ImxlateError(f"{path} is not a readable PyTorch weights file ({first})") from None
+    if not isinstance(sd, dict) or not sd or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                     for k, v in sd.items()):
+        raise ImxlateError(f"{path} is not a state dict of named tensors; imxlate imports generator weights "
+                           "saved with torch.save(net.state_dict(), FILE)")
+    return dict(sd)
+
+
+def detect_family(sd: dict[str, torch.Tensor], path: str | Path) -> str:
+    """'cyclegan' for `model.N` keys, 'stargan' for `main.N` keys; an error naming the keys otherwise."""
+    if all(k.startswith("model.") for k in sd):
+        return "cyclegan"
+    if all(k.startswith("main.") for k in sd):
+        return "stargan"
+    raise ImxlateError(f"{path}: not a CycleGAN/pix2pix or StarGAN generator; keys it could not place: "
+                       f"{_some(k for k in sd if not k.startswith(('model.', 'main.')))}")
+
+
+def _some(keys, n: int = 8) -> str:
+    keys = list(keys)
+    return ", ".join(keys[:n]) + (f" (and {len(keys) - n} more)" if len(keys) > n else "")
+
+
+def _shape(sd: dict, key: str, dims: int, path) -> torch.Size:
+    if key not in sd or sd[key].dim() != dims:
+        raise ImxlateError(f"{path}: no {dims}-d tensor {key}, so this is not a generator imxlate can place; "
+                           f"its keys: {_some(sd)}")
+    return sd[key].shape
+
+
+# ---- architecture detection ------------------------------------------------------------------------
+
+def cyclegan_config(sd: dict[str, torch.Tensor], path) -> dict:
+    """CycleGAN family config of a reference ResnetGenerator state dict (ngf, blocks, norm, dropout)."""
+    if any(k.startswith("model.model.") for k in sd):
+        raise ImxlateError(f"{path} is a U-Net generator (pix2pix's unet_128/unet_256), which imxlate does not "
+                           "have; only ResNet generators (--netG resnet_6blocks / resnet_9blocks) import")
+    ngf, in_ch = _shape(sd, "model.1.weight", 4, path)[:2]
+    if in_ch != 3:
+        raise ImxlateError(f"{path}: the generator takes {in_ch} input channels; imxlate translates RGB images (3)")
+    blocks = sorted({int(m[1]) for k in sd if (m := re.match(r"model\.(\d+)\.conv_block\.", k))})
+    if not blocks:
+        raise ImxlateError(f"{path}: no residual blocks (model.N.conv_block...); keys: {_some(sd)}")
+    # Without dropout the block's second conv is conv_block.5; dropout 0.5 after the ReLU shifts it to .6
+    # (where batch norm otherwise keeps a 1-d scale).
+    second = sd.get(f"model.{blocks[0]}.conv_block.6.weight")
+    dropout = second is not None and second.dim() == 4
+    # Batch norm has an affine scale after the stem conv; instance norm (no affine) at most legacy buffers.
+    norm = "batch" if "model.2.weight" in sd else "instance"
+    return {"ngf": int(ngf), "n_blocks": len(blocks), "norm": norm, "dropout": dropout, "upsample": "transpose"}
+
+
+def stargan_config(sd: dict[str, torch.Tensor], path) -> tuple[dict, int]:
+    """(StarGAN family config, number of domains) of a reference StarGAN generator state dict."""
+    ngf, in_ch = _shape(sd, "main.0.weight", 4, path)[:2]
+    if in_ch <= 3:
+        raise ImxlateError(f"{path}: main.0 takes {in_ch} channels, so no domain code; not a StarGAN generator")
+    blocks = {int(m[1]) for k in sd if (m := re.match(r"main\.(\d+)\.main\.", k))}
+    return {"ngf": int(ngf), "n_blocks": len(blocks)}, int(in_ch) - 3
+
+
+# ---- mapping weights onto imxlate's networks -------------------------------------------------------
+
+def place(sd: dict[str, torch.Tensor], net: nn.Module, path) -> dict[str, torch.Tensor]:
+    """Fit a reference state dict onto `net` key for key, or refuse listing what does not fit.
+
+    Running statistics of instance norms that keep none are dropped (old released CycleGAN files
+    carry them from PyTorch 0.3); a missing `num_batches_tracked` (files from before PyTorch 0.4.1)
+    is zero: it only steers training-time momentum.
+    """
+    expected = net.state_dict()
+    untracked = {n for n, m in net.named_modules() if isinstance(m, nn.InstanceNorm2d) and not m.track_running_stats}
+    sd = {k: v for k, v in sd.items() if not (k.rsplit(".", 1)[0] in untracked and k.rsplit(".", 1)[-1] in RUNNING_STATS)}
+    for k, v in expected.items():
+        if k.endswith(".num_batches_tracked") and k not in sd:
+            sd[k] = torch.zeros_like(v)
+    unplaced = [k for k in sd if k not in expected]
+    missing = [k for k in expected if k not in sd]
+    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+              if k in sd and sd[k].shape != v.shape]
+    if unplaced or missing or shapes:
+        parts = [f"keys it could not place: {_some(unplaced)}" if unplaced else "",
+                 f"missing keys: {_some(missing)}" if missing else "",
+                 f"shapes that differ (file vs detected architecture): {_some(shapes, 4)}" if shapes else ""]
+        raise ImxlateError(f"{path} does not fit the architecture read from it; " + "; ".join(p for p in parts if p))
+    return sd
+
+
+def _load(net: nn.Module, sd: dict[str, torch.Tensor], path) -> None:
+    net.load_state_dict(place(sd, net, path), strict=True)
+
+
+def _source(path, reverse=None) -> dict:
+    src = {"file": Path(path).name, "sha256": store.sha256(path)}
+    if reverse is not None:
+        src.update(reverse_file=Path(reverse).name, reverse_sha256=store.sha256(reverse))
+    return src
+
+
+# ---- importing -------------------------------------------------------------------------------------
+
+def import_cyclegan(path: str | Path, src: str, dst: str, reverse: str | Path | None = None,
+                    image_size: int = REFERENCE_IMAGE_SIZE["cyclegan"]):
+    """A CycleGAN family holding the reference generator `path` (src -> dst) and optionally its
+    opposite `reverse` (dst -> src); without `reverse` the model translates one way only."""
+    if not src or not dst or src == dst:
+        raise ImxlateError("name the generator's two domains with --from A --to B (A -> B is what it translates)")
+    sd = read_state_dict(path)
+    cfg = cyclegan_config(sd, path)
+    back = None
+    if reverse is not None:
+        back = read_state_dict(reverse)
+        if cyclegan_config(back, reverse) != cfg:
+            raise ImxlateError(f"{reverse} has another architecture than {path} ({cyclegan_config(back, reverse)} vs "
+                               f"{cfg}); both directions of one model share it")
+    family = build_family("cyclegan", {**cfg, "one_way": reverse is None}, [src, dst], image_size)
+    _load(family.nets["G_ab"], sd, path)
+    if back is not None:
+        _load(family.nets["G_ba"], back, reverse)
+    return family
+
+
+def import_stargan(path: str | Path, domains: list[str], image_size: int = REFERENCE_IMAGE_SIZE["stargan"]):
+    """A StarGAN family holding the reference generator `path`; `domains` name its label channels in order."""
+    sd = read_state_dict(path)
+    cfg, c_dim = stargan_config(sd, path)
+    if len(domains) != c_dim or len(set(domains)) != len(domains):
+        raise ImxlateError(f"{path} is conditioned on {c_dim} domains; name each once, in the label order of its "
+                           f"training, with --domains (e.g. --domains {' '.join(f'd{i}' for i in range(c_dim))})")
+    family = build_family("stargan", cfg, list(domains), image_size)
+    _load(family.nets["G"], sd, path)
+    return family
+
+
+def import_checkpoint(path: str | Path, out: str | Path | None = None, family: str | None = None,
+                      src: str | None = None, dst: str | None = None, reverse: str | Path | None = None,
+                      domains: list[str] | None = None, image_size: int | None = None,
+                      overwrite: bool = False) -> Path:
+    """Import a reference generator checkpoint into an imxlate model file -> the path written.
+
+    `family` (cyclegan | stargan) is read from the keys when None. CycleGAN needs `src` and `dst`
+    (and takes `reverse`), StarGAN `domains`. Nothing is written unless everything fits.
+    """
+    path = Path(path)
+    out = Path(out) if out else Path(f"{path.stem}.safetensors")
+    for p in (path, reverse):
+        if p is not None and out.exists() and out.resolve() == Path(p).resolve():
+            raise ImxlateError(f"--out {out} is the checkpoint being imported; choose another output file")
+    if out.exists() and not overwrite:
+        raise ImxlateError(f"{out} already exists; choose another --out or pass --overwrite")
+    family = family or detect_family(read_state_dict(path), path)
+    if family not in FOREIGN_FAMILIES:
+        raise ImxlateError(f"--family {family}: imxlate imports {' and '.join(FOREIGN_FAMILIES)} checkpoints")
+    size = image_size or REFERENCE_IMAGE_SIZE[family]
+    if family == "cyclegan":
+        if domains:
+            raise ImxlateError("a CycleGAN generator translates between two domains: use --from A --to B, not --domains")
+        fam = import_cyclegan(path, src, dst, reverse, size)
+    else:
+        if src or dst or reverse:
+            raise ImxlateError("a StarGAN generator translates into any of its domains: name them all with --domains, "
+                               "in label order (no --from/--to/--reverse)")
+        fam = import_stargan(path, list(domains or []), size)
+    store.save_model(fam, out, training={"imported": True}, source=_source(path, reverse))
+    return out
+
+
+# ---- command line (the lead registers this as `imxlate import`) -------------------------------------
+
+IMPORT_EPILOG = ("Examples:\n\n"
+                 "  imxlate import horse2zebra.pth --from horse --to zebra --reverse zebra2horse.pth "
+                 "--out horse2zebra.safetensors\n\n"
+                 "  imxlate import latest_net_G_A.pth --from photo --to monet\n\n"
+                 "  imxlate import 200000-G.ckpt --family stargan --domains black_hair blond_hair brown_hair male young")
+
+
+def import_command(
+    ctx: typer.Context,
+    checkpoint: Path = typer.Argument(..., help="generator weights: a CycleGAN/pix2pix .pth or a StarGAN -G.ckpt"),
+    src: Optional[str] = typer.Option(None, "--from", help="CycleGAN: the domain the generator translates from"),
+    dst: Optional[str] = typer.Option(None, "--to", help="CycleGAN: the domain it translates into"),
+    reverse: Optional[Path] = typer.Option(None, help="CycleGAN: the opposite generator (--to -> --from), "
+                                                      "so one model file translates both ways"),
+    family: Optional[str] = typer.Option(None, help="cyclegan | stargan (default: read from the keys)"),
+    domains: Optional[List[str]] = typer.Option(None, "--domains", help="StarGAN: the label names, in label order"),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="model file to write (default: <checkpoint>.safetensors)"),
+    image_size: Optional[int] = typer.Option(None, help="training image size to record (default: 256 CycleGAN, "
+                                                        "128 StarGAN)"),
+    overwrite: bool = typer.Option(False, help="replace an existing --out file"),
+):
+    """Import a generator trained with the CycleGAN/pix2pix or StarGAN reference code into a model file.
+
+    Files are read as plain tensors (torch.load with weights_only=True); the architecture is read
+    from their keys and shapes.
+    """
+    extra = list(ctx.args)
+    while extra and not extra[0].startswith("--"):  # `--domains a b c`: the names after the first
+        domains = [*(domains or []), extra.pop(0)]
+    if extra:
+        raise ImxlateError(f"unexpected argument(s): {' '.join(extra)}; see `imxlate import --help`")
+    written = import_checkpoint(checkpoint, out_file, family, src, dst, reverse, domains, image_size, overwrite)
+    meta = store.read_metadata(written)
+    arch = ", ".join(f"{k}={meta['config'][k]}" for k in ("ngf", "n_blocks", "norm", "dropout") if k in meta["config"])
+    Console(highlight=False).print(f"Wrote {written}: {meta['family']} ({arch}), {', '.join(meta['directions'])}")

@@ -1,0 +1,217 @@
+"""CycleGAN end to end: the paper's architecture, the CLI, exact resume, model files, translate."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+import imxlate
+from imxlate import store
+from imxlate.cli import app
+from imxlate.nets.common import param_count
+from imxlate.nets.patchgan import PatchDiscriminator
+from imxlate.nets.resnet import ResnetGenerator
+
+from conftest import write_images
+
+TINY = ["--crop-size", "32", "--load-size", "36", "--ngf", "8", "--ndf", "8", "--n-blocks", "2", "--quiet"]
+runner = CliRunner()
+
+
+def cli(*args, ok=True):
+    result = runner.invoke(app, [str(a) for a in args])
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def test_parameter_counts_match_the_reference():
+    assert param_count(ResnetGenerator(ngf=64, n_blocks=9, norm="instance")) == 11_378_179
+    assert param_count(ResnetGenerator(ngf=64, n_blocks=6, norm="instance")) == 7_837_699
+    assert param_count(PatchDiscriminator(ndf=64, n_layers=3, norm="instance")) == 2_764_737
+
+
+def test_reference_key_layout_and_shapes():
+    g = ResnetGenerator(ngf=64, n_blocks=9)
+    keys = list(g.state_dict())
+    assert keys[0] == "model.1.weight" and keys[-1] == "model.26.bias"
+    assert "model.10.conv_block.5.weight" in keys  # without dropout
+    assert "model.10.conv_block.6.weight" in ResnetGenerator(n_blocks=9, dropout=True).state_dict()
+    assert g(torch.zeros(1, 3, 64, 48)).shape == (1, 3, 64, 48)
+    assert PatchDiscriminator()(torch.zeros(1, 3, 256, 256)).shape == (1, 1, 30, 30)  # 70x70 patches
+
+
+def test_train_translate_info_through_the_cli(two_domains, monkeypatch):
+    monkeypatch.chdir(two_domains)
+    cli("train", "--data", ".", "--domains", "photos", "vangogh", "--steps", "3", "--sample-every", "2", *TINY)
+    run = Path("runs/photos2vangogh")
+    for name in ("checkpoint.safetensors", "model.safetensors", "log.jsonl"):
+        assert (run / name).is_file()
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["step_0000002.png", "step_0000003.png"]
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 3 and "cycle_a" in log[-1]
+
+    meta = store.read_metadata(run / "model.safetensors")
+    assert meta["family"] == "cyclegan" and meta["domains"] == ["photos", "vangogh"]
+    assert meta["config"]["ngf"] == 8 and meta["config"]["n_blocks"] == 2
+    assert meta["directions"] == ["photos->vangogh", "vangogh->photos"]
+    assert meta["training"]["steps"] == 3 and meta["image_size"] == 32
+    assert meta["normalization"]["range"] == [-1, 1]
+
+    # a file and a folder of odd-sized, non-square images keep their sizes
+    single = cli("translate", "input/img000.png", "--to", "vangogh", "--model", run / "model.safetensors", "--out", "one")
+    assert Image.open("one/img000.png").size == (37, 29), single.output
+    cli("translate", "input", "--to", "photos", "--out", "all", "--quiet")
+    for src in Path("input").iterdir():
+        assert Image.open(Path("all") / (src.stem + ".png")).size == Image.open(src).size
+
+    info = cli("info", str(run / "model.safetensors"))
+    assert "cyclegan" in info.output and "photos->vangogh" in info.output and "19," not in info.output
+
+
+def test_model_file_alone_rebuilds_the_networks(two_domains, monkeypatch):
+    monkeypatch.chdir(two_domains)
+    cli("train", "--domains", "photos", "vangogh", "--steps", "1", *TINY)
+    model = Path("runs/photos2vangogh/model.safetensors")
+    tensors, _ = store.read_file(model)
+    assert {k.split(".")[0] for k in tensors} == {"G_ab", "G_ba"}  # generators only
+    family = store.load_model(model)
+    assert param_count(family.nets["G_ab"]) == param_count(ResnetGenerator(ngf=8, n_blocks=2))
+    tr = imxlate.load(model)
+    img = Image.new("RGBA", (30, 22), (255, 0, 0, 128))
+    out = tr.translate(img, to="vangogh")
+    assert out.size == (30, 22) and out.mode == "RGBA" and out.getchannel("A").getextrema() == (128, 128)
+    x = torch.rand(2, 3, 20, 28) * 2 - 1
+    assert tr.translate(x, to="photos").shape == (2, 3, 20, 28)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_resume_is_bit_identical(two_domains, monkeypatch, workers):
+    monkeypatch.chdir(two_domains)
+    common = ["--domains", "photos", "vangogh", "--workers", workers, "--dropout", *TINY]
+    cli("train", *common, "--steps", "5", "--out", "straight")
+    cli("train", *common, "--steps", "2", "--out", "split")
+    cli("train", "--resume", "split", "--steps", "5", "--workers", workers, "--quiet")
+    a, b = store.load_checkpoint("straight/checkpoint.safetensors"), store.load_checkpoint("split/checkpoint.safetensors")
+    assert a["step"] == b["step"] == 5
+
+    def tensors(x, path=""):
+        if isinstance(x, torch.Tensor):
+            yield path, x
+        elif isinstance(x, dict):
+            for k, v in x.items():
+                yield from tensors(v, f"{path}/{k}")
+        elif isinstance(x, (list, tuple)):
+            for i, v in enumerate(x):
+                yield from tensors(v, f"{path}/{i}")
+
+    ta, tb = dict(tensors(a["family_state"])), dict(tensors(b["family_state"]))
+    assert ta.keys() == tb.keys() and len(ta) > 50
+    for k in ta:
+        assert torch.equal(ta[k], tb[k]), k
+    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+
+
+def test_image_modes_and_orientation(tmp_path):
+    from imxlate.data import load_rgb
+
+    base = Image.new("RGB", (8, 4), (200, 100, 50))
+    cases = {
+        "p.png": base.convert("P"),
+        "l.png": base.convert("L"),
+        "la.png": base.convert("LA"),
+        "rgba.png": base.convert("RGBA"),
+        "cmyk.tif": base.convert("CMYK"),
+        "i16.png": Image.fromarray((torch.full((4, 8), 40000, dtype=torch.int32)).numpy().astype("uint16")),
+    }
+    for name, img in cases.items():
+        img.save(tmp_path / name)
+        out = load_rgb(tmp_path / name)
+        assert out.mode == "RGB" and out.size == (8, 4), name
+    assert load_rgb(tmp_path / "i16.png").getpixel((0, 0)) == (156, 156, 156)  # 40000/65535*255
+    assert abs(load_rgb(tmp_path / "cmyk.tif").getpixel((0, 0))[0] - 200) < 3
+    rotated = base.copy()
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    rotated.save(tmp_path / "exif.jpg", exif=exif)
+    assert load_rgb(tmp_path / "exif.jpg").size == (4, 8)
+
+
+def test_corrupt_files_are_skipped_and_reported(two_domains, monkeypatch):
+    monkeypatch.chdir(two_domains)
+    Path("photos/broken.png").write_bytes(b"not an image")
+    good = Path("vangogh/img000.png").read_bytes()
+    Path("vangogh/truncated.png").write_bytes(good[: len(good) // 2])
+    result = cli("train", "--domains", "photos", "vangogh", "--steps", "2", *TINY)
+    assert "broken.png" in result.output
+    Path("input/bad.jpg").write_bytes(b"\xff\xd8 garbage")
+    result = cli("translate", "input", "--to", "vangogh", "--out", "out", ok=False)
+    assert result.exit_code == 1 and "bad.jpg" in result.output
+    assert len(list(Path("out").iterdir())) == 4
+
+
+def test_user_errors_are_one_line(two_domains, monkeypatch):
+    monkeypatch.chdir(two_domains)
+    Path("empty").mkdir()
+    r = cli("train", "--domains", "photos", "empty", *TINY, ok=False)
+    assert r.exit_code == 2 and "no readable image" in r.output and "Traceback" not in r.output
+    assert not Path("runs").exists()
+    r = cli("train", "--domains", "photos", "vangogh", "--no-such-option", "3", *TINY, ok=False)
+    assert r.exit_code == 2 and "--no-such-option" in r.output
+    cli("train", "--domains", "photos", "vangogh", "--steps", "1", *TINY)
+    r = cli("translate", "input", "--to", "vangogh", "--out", "input", ok=False)
+    assert r.exit_code == 2 and "over input" in r.output
+    r = cli("translate", "input", "--to", "photos", "--model", "input/img000.png", ok=False)
+    assert r.exit_code == 2 and "not" in r.output
+
+
+def test_nan_loss_stops_with_a_message(two_domains, monkeypatch):
+    monkeypatch.chdir(two_domains)
+    r = cli("train", "--domains", "photos", "vangogh", "--steps", "3", "--lambda-cycle", "nan", *TINY, ok=False)
+    assert r.exit_code == 2 and "became nan" in r.output and "checkpoint" in r.output
+    assert not Path("runs/photos2vangogh/model.safetensors").exists()
+
+
+def test_ctrl_c_leaves_a_checkpoint_that_resumes(two_domains):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "imxlate", "train", "--domains", "photos", "vangogh", "--steps", "100000",
+           "--log-every", "1", "--workers", "0", *TINY]
+    proc = subprocess.Popen(cmd, cwd=two_domains, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = two_domains / "runs/photos2vangogh/log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and log.read_text().count("\n") >= 2):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2, output
+    assert "imxlate train --resume" in output
+    state = store.load_checkpoint(two_domains / "runs/photos2vangogh/checkpoint.safetensors")
+    step = state["step"]
+    assert step >= 2
+    resumed = subprocess.run([sys.executable, "-m", "imxlate", "train", "--resume", "runs/photos2vangogh",
+                              "--steps", str(step + 1), "--quiet"], cwd=two_domains, env=env,
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert store.read_metadata(two_domains / "runs/photos2vangogh/model.safetensors")["training"]["steps"] == step + 1
+
+
+def test_no_pickle_loading_in_the_package():
+    """Our own files are safetensors; torch.load appears only where users hand us foreign weight
+    files (reference checkpoints, VGG, Inception), and always with weights_only=True."""
+    root = Path(imxlate.__file__).parent
+    foreign_readers = {"foreign.py", "perceptual.py", "metrics.py", "inception.py"}
+    for path in root.rglob("*.py"):
+        text = path.read_text()
+        assert "import pickle" not in text, path
+        for line in text.splitlines():
+            if "torch.load(" in line:
+                assert path.name in foreign_readers and "weights_only=True" in line, (path, line)
