@@ -76,6 +76,16 @@ def dist_broadcast(obj):
     return obj
 
 
+def param_digest(family) -> str:
+    """SHA-256 over every parameter of the family, to compare ranks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in family.nets.parameters():
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 # ---- RNG state ----------------------------------------------------------------------------------
 
 def rng_state() -> dict:
@@ -159,7 +169,10 @@ def train(cfg: TrainConfig, family_args: dict | None = None, resume: str | None 
     """
     rank, world, local = dist_setup()
     try:
-        return _train(cfg, family_args or {}, resume, quiet, rank, world, local)
+        run_dir = _train(cfg, family_args or {}, resume, quiet, rank, world, local)
+        if dist.is_initialized():
+            dist.barrier()
+        return run_dir
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -270,7 +283,7 @@ def _train(cfg, family_args, resume, quiet, rank, world, local) -> Path:
 
     interrupted = []
     previous_handler = None
-    if rank == 0 and hasattr(signal, "SIGINT"):
+    if hasattr(signal, "SIGINT"):
         def on_sigint(signum, frame):
             if interrupted:
                 raise KeyboardInterrupt
@@ -282,6 +295,8 @@ def _train(cfg, family_args, resume, quiet, rank, world, local) -> Path:
 
     family.train()
     log = open(run_dir / "log.jsonl", "a") if rank == 0 else None
+    trace_dir = os.environ.get("IMXLATE_TRACE_PARAMS")  # tests: a parameter digest per step and rank
+    trace = open(Path(trace_dir) / f"rank{rank}.txt", "a") if trace_dir else None
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[speed]}"), TimeRemainingColumn(), TextColumn("{task.fields[losses]}"),
                         console=console, disable=quiet or rank != 0, transient=False)
@@ -321,6 +336,14 @@ def _train(cfg, family_args, resume, quiet, rank, world, local) -> Path:
                         write_samples()
                     if step % cfg.save_every == 0:
                         save_checkpoint()
+                    if trace:
+                        trace.write(f"{step} {param_digest(family)}\n")
+                        trace.flush()
+                    if world > 1:  # every rank stops together when any was interrupted
+                        flag = torch.tensor([float(bool(interrupted))], device=device)
+                        dist.all_reduce(flag)
+                        if flag.item() > 0 and not interrupted:
+                            interrupted.append(True)
                     if interrupted or step >= stop:
                         break
                 if interrupted:
@@ -332,8 +355,9 @@ def _train(cfg, family_args, resume, quiet, rank, world, local) -> Path:
         raise ImxlateError(f"{e}; training stopped. The last good checkpoint is {last if last.exists() else 'not written yet'}; "
                            "try a lower learning rate (--lr) or another --gan-loss") from None
     finally:
-        if log:
-            log.close()
+        for f in (log, trace):
+            if f:
+                f.close()
         if previous_handler is not None:
             signal.signal(signal.SIGINT, previous_handler)
 

@@ -12,6 +12,7 @@ REGISTRY = {
     "gan": "discogan:GAN",
     "recongan": "discogan:ReconGAN",
     "stargan": "stargan:StarGAN",
+    "shared-latent": "shared_latent:SharedLatent",
     "latent-mapping": "latent_mapping:LatentMapping",
 }
 

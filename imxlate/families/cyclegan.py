@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .. import losses
+from ..errors import ImxlateError
 from ..nets.common import init_weights
 from ..nets.patchgan import PatchDiscriminator
 from ..nets.resnet import ResnetGenerator
@@ -53,6 +54,11 @@ class CycleGAN(Family):
         gen = lambda: init_weights(ResnetGenerator(3, 3, c.ngf, n_blocks, c.norm, c.dropout, c.upsample))  # noqa: E731
         disc = lambda: init_weights(PatchDiscriminator(3, c.ndf, c.n_layers_d, c.norm, c.spectral_norm))  # noqa: E731
         return {"G_ab": gen(), "G_ba": gen(), "D_a": disc(), "D_b": disc()}
+
+    def check_data(self, domains):
+        if len(domains) != 2:
+            raise ImxlateError(f"CycleGAN translates between two domains, not {len(domains)}; "
+                               "use --model stargan for more")
 
     def setup_training(self, amp="none", accumulate=1):
         super().setup_training(amp, accumulate)

@@ -58,8 +58,9 @@ def feature_matching(real: list[torch.Tensor], fake: list[torch.Tensor]) -> torc
 class DiscoGAN(Family):
     name = "discogan"
     Config = DiscoGANConfig
-    # Paper: 64x64 images, batch 200. On a CPU 64 keeps a step around a second while batch norm
-    # still sees a real batch; the paper gives no epoch count and no decay, so 20 constant epochs.
+    # Paper: 64x64 images, batch 200 (a GPU batch). Default here 64: a third of the time and memory
+    # per step on a CPU, still a real batch for batch norm. The paper gives no epoch count and no
+    # learning-rate decay: 20 epochs at a constant rate.
     train_defaults = dict(batch_size=64, epochs=20, epochs_decay=0, load_size=64, crop_size=64)
     size_multiple = 16  # four stride-2 layers
 
@@ -86,6 +87,7 @@ class DiscoGAN(Family):
 
     @property
     def keep(self):
+        """Networks in the model file: the translating generators of the variant."""
         return ("G_ab", "G_ba") if self.two_way else ("G_ab",)
 
     def build(self):
@@ -167,7 +169,8 @@ class DiscoGAN(Family):
             with torch.no_grad(), self.autocast():
                 fakes = self.fakes(real["a"], real["b"])
         with self.autocast():
-            parts_d = {f"D_{k}": self.discriminator_loss(self.nets[f"D_{k}"], real[k], fake) for k, fake in fakes.items()}
+            parts_d = {f"D_{k}": self.discriminator_loss(self.nets[f"D_{k}"], real[k], fake)
+                       for k, fake in fakes.items()}
         self.update("D", sum(parts_d.values()), step)
         out.update(scalars(parts_d))
         return out

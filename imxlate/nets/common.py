@@ -26,7 +26,9 @@ def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
     """Weights ~ N(0, gain), biases 0; batch-norm scales ~ N(1, gain) (CycleGAN/DCGAN init)."""
     for m in net.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            nn.init.normal_(m.weight, 0.0, gain)
+            # under spectral norm, `weight` is computed: initialise the stored original instead
+            weight = m.parametrizations.weight.original if nn.utils.parametrize.is_parametrized(m, "weight") else m.weight
+            nn.init.normal_(weight, 0.0, gain)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
