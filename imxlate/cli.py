@@ -141,6 +141,197 @@ def translate(
         raise typer.Exit(1)
 
 
+@app.command(name="eval", epilog="Examples:\n\n"
+                                 "  imxlate eval --fid\n\n"
+                                 "  imxlate eval --fid --kid --real testB/ --fake results/fake_B/\n\n"
+                                 "  imxlate eval --model model.safetensors --source testA/ --target testB/ --to zebra --fid --kid\n\n"
+                                 "  imxlate eval --fid --real testB/ --save-stats zebra_test.npz")
+@user_errors
+def evaluate(
+    fid: bool = typer.Option(False, "--fid", help="Fréchet Inception Distance"),
+    kid: bool = typer.Option(False, "--kid", help="Kernel Inception Distance (better for small test sets)"),
+    inception_score: bool = typer.Option(False, "--is", help="Inception Score of the translated images"),
+    real: Optional[str] = typer.Option(None, help="real images: a folder or a statistics .npz"),
+    fake: Optional[str] = typer.Option(None, help="generated images: a folder"),
+    model: Optional[str] = typer.Option(None, help="model file or run folder (default: newest in ./runs)"),
+    source: Optional[Path] = typer.Option(None, help="images to translate (with --model)"),
+    target: Optional[str] = typer.Option(None, help="real images of the target domain (with --model)"),
+    to: Optional[str] = typer.Option(None, "--to", help="target domain (with --source)"),
+    paired_target: Optional[Path] = typer.Option(None, help="ground-truth folder: L1, SSIM, top-1 by file name"),
+    classifier: Optional[Path] = typer.Option(None, help="classifier file: label preservation of translations"),
+    save_stats: Optional[Path] = typer.Option(None, help="save the --real statistics to this .npz"),
+    preset: str = typer.Option("pytorch-fid", help="pytorch-fid | torch-fidelity | clean"),
+    inception_weights: Optional[Path] = typer.Option(None, help="FID Inception weights file (else "
+                                                     "$IMXLATE_INCEPTION_WEIGHTS, then the torch hub cache)"),
+    download: bool = typer.Option(False, help="download the standard Inception weights if missing"),
+    allow_unverified_weights: bool = typer.Option(False, help="accept a weights file that fails the checksum "
+                                                  "(scores are then marked not comparable)"),
+    batch_size: int = typer.Option(50, help="images per Inception batch"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps"),
+    as_json: bool = typer.Option(False, "--json", help="print results as JSON"),
+):
+    """Score translations: FID / KID / IS against real images, label preservation, paired metrics.
+
+    With no paths it evaluates the newest model in ./runs on the data it was trained on (held-out
+    split when there is one) in every direction the model has.
+    """
+    from . import evaluate as ev
+    from . import metrics
+    from .translate import Translator, find_model
+
+    names = [m for m, on in (("fid", fid), ("kid", kid), ("is", inception_score)) if on]
+    inception = None
+    if names or save_stats:
+        from .train import pick_device
+
+        inception = metrics.load_inception(inception_weights, allow_unverified=allow_unverified_weights,
+                                           download=download, device=pick_device(device))
+    if save_stats:
+        if not real:
+            raise ImxlateError("--save-stats saves the statistics of --real: give --real FOLDER")
+        feats = metrics.extract(real, *inception, preset, batch_size=batch_size, progress=not as_json)
+        metrics.save_stats(save_stats, feats)
+        err.print(f"Saved statistics of {feats.n} images ({preset}) to {save_stats}")
+        if not fake:
+            return
+    if fake and paired_target and not real:
+        p = ev.paired_for_folder(fake, paired_target)
+        out.print_json(json.dumps(p)) if as_json else out.print(ev.format_paired(p, paired_target))
+        return
+    if real or fake:
+        if not (real and fake):
+            raise ImxlateError("give both --real and --fake (or --model to translate and score)")
+        result = {"real": real, "fake": fake, **metrics.score(real, fake, inception=inception, metrics=names or ["fid"],
+                                                              preset=preset, batch_size=batch_size, progress=not as_json)}
+        if paired_target:
+            result["paired"] = ev.paired_for_folder(fake, paired_target)
+        if as_json:
+            out.print_json(json.dumps(result))
+        else:
+            out.print(f"{fake} against {real}\n" + metrics.format_scores(result))
+            if paired_target:
+                out.print(ev.format_paired(result["paired"], paired_target))
+        return
+    path, how = find_model(model, to)
+    tr = Translator.open(path, device=device)
+    err.print(f"Model: {path} ({how}; {', '.join(tr.domains)})")
+    report = tr.translate_folder(inputs, to, out_dir, source, batch_size, size, samples, seed, overwrite, not quiet)
+    if report.failed:
+        err.print(f"[red]{len(report.failed)} file(s) failed:[/] " + ", ".join(str(p) for p, _ in report.failed))
+    out.print(f"Wrote {len(report.written)} image(s) to {report.out}/")
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@app.command(name="eval", epilog="Examples:\n\n"
+                                 "  imxlate eval --fid\n\n"
+                                 "  imxlate eval --fid --kid --real testB/ --fake results/fake_B/\n\n"
+                                 "  imxlate eval --model model.safetensors --source testA/ --target testB/ --to zebra --fid --kid\n\n"
+                                 "  imxlate eval --fid --real testB/ --save-stats zebra_test.npz")
+@user_errors
+def evaluate(
+    fid: bool = typer.Option(False, "--fid", help="Fréchet Inception Distance"),
+    kid: bool = typer.Option(False, "--kid", help="Kernel Inception Distance (better for small test sets)"),
+    inception_score: bool = typer.Option(False, "--is", help="Inception Score of the translated images"),
+    real: Optional[str] = typer.Option(None, help="real images: a folder or a statistics .npz"),
+    fake: Optional[str] = typer.Option(None, help="generated images: a folder"),
+    model: Optional[str] = typer.Option(None, help="model file or run folder (default: newest in ./runs)"),
+    source: Optional[Path] = typer.Option(None, help="images to translate (with --model)"),
+    target: Optional[str] = typer.Option(None, help="real images of the target domain (with --model)"),
+    to: Optional[str] = typer.Option(None, "--to", help="target domain (with --source)"),
+    paired_target: Optional[Path] = typer.Option(None, help="ground-truth folder: L1, SSIM, top-1 by file name"),
+    classifier: Optional[Path] = typer.Option(None, help="classifier file: label preservation of translations"),
+    save_stats: Optional[Path] = typer.Option(None, help="save the --real statistics to this .npz"),
+    preset: str = typer.Option("pytorch-fid", help="pytorch-fid | torch-fidelity | clean"),
+    inception_weights: Optional[Path] = typer.Option(None, help="FID Inception weights file (else "
+                                                     "$IMXLATE_INCEPTION_WEIGHTS, then the torch hub cache)"),
+    download: bool = typer.Option(False, help="download the standard Inception weights if missing"),
+    allow_unverified_weights: bool = typer.Option(False, help="accept a weights file that fails the checksum "
+                                                  "(scores are then marked not comparable)"),
+    batch_size: int = typer.Option(50, help="images per Inception batch"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps"),
+    as_json: bool = typer.Option(False, "--json", help="print results as JSON"),
+):
+    """Score translations: FID / KID / IS against real images, label preservation, paired metrics.
+
+    With no paths it evaluates the newest model in ./runs on the data it was trained on (held-out
+    split when there is one) in every direction the model has.
+    """
+    from . import evaluate as ev
+    from . import metrics
+    from .translate import Translator, find_model
+
+    names = [m for m, on in (("fid", fid), ("kid", kid), ("is", inception_score)) if on]
+    inception = None
+    if names or save_stats:
+        from .train import pick_device
+
+        inception = metrics.load_inception(inception_weights, allow_unverified=allow_unverified_weights,
+                                           download=download, device=pick_device(device))
+    if save_stats:
+        if not real:
+            raise ImxlateError("--save-stats saves the statistics of --real: give --real FOLDER")
+        feats = metrics.extract(real, *inception, preset, batch_size=batch_size, progress=not as_json)
+        metrics.save_stats(save_stats, feats)
+        err.print(f"Saved statistics of {feats.n} images ({preset}) to {save_stats}")
+        if not fake:
+            return
+    if real or fake:
+        if not (real and fake):
+            raise ImxlateError("give both --real and --fake (or --model to translate and score)")
+        result = {"real": real, "fake": fake, **metrics.score(real, fake, inception=inception, metrics=names or ["fid"],
+                                                              preset=preset, batch_size=batch_size, progress=not as_json)}
+        if as_json:
+            out.print_json(json.dumps(result))
+        else:
+            out.print(f"{fake} against {real}\n" + metrics.format_scores(result))
+        return
+    if paired_target:
+        if not fake and not source:
+            raise ImxlateError("--paired-target compares a folder of translations (--fake) or --source translated by --model")
+    path, how = find_model(model, to)
+    tr = Translator.open(path, device=device)
+    err.print(f"Model: {path} ({how}; {', '.join(tr.domains)})")
+    if source:
+        if not to:
+            raise ImxlateError("--source needs --to (the target domain)")
+        src = next((d for d in tr.domains if d != to), None) if len(tr.domains) == 2 else None
+        plans = [{"direction": f"{src or '?'}->{to}", "from": src, "to": to, "source": source,
+                  "target": Path(target) if target else source, "held_out": True}]
+        if not target and names:
+            raise ImxlateError("--source needs --target (real images of the target domain) for FID/KID")
+    else:
+        plans = ev.default_directions(tr)
+    clf = None
+    if classifier:
+        from .nets.classifier import load_classifier
+
+        clf = load_classifier(classifier)
+    rows = ev.evaluate_model(tr, plans, names, inception, preset, batch_size, not as_json, clf)
+    if paired_target:
+        if not source:
+            raise ImxlateError("--paired-target needs --source (the inputs whose ground truth it holds) and --to")
+        rows[0]["paired"] = ev.paired_for_model(tr, source, paired_target, to, plans[0]["from"])
+    report = {"model": str(path), "family": tr.meta["family"], "directions": rows,
+              "comparable": all(r.get("comparable", True) for r in rows)}
+    if as_json:
+        out.print_json(json.dumps(report))
+        return
+    for r in rows:
+        split = "held-out split" if r["held_out"] else "training images (no test split found)"
+        out.print(f"[bold]{r['direction']}[/]: {r['n_source']} images from {r['source_folder']} ({split}), "
+                  f"scored against {r['n_target']} images in {r['target_folder']}")
+        if names:
+            out.print(metrics.format_scores(r))
+        if "cycle_l1" in r:
+            out.print(f"cycle reconstruction L1 {r['cycle_l1']:.4f} ([-1, 1] scale)")
+        if "label_preservation" in r:
+            out.print(f"label preservation {r['label_preservation']:.3f} (classifier on real target images: "
+                      f"{r['classifier_accuracy_on_target']:.3f})")
+        if "paired" in r:
+            out.print(ev.format_paired(r["paired"], paired_target))
+
+
 @app.command(epilog="Examples:\n\n  imxlate info runs/photos2vangogh/model.safetensors\n\n  imxlate info")
 @user_errors
 def info(model: Optional[str] = typer.Argument(None, help="model file or run folder (default: the shipped model)"),
@@ -188,13 +379,49 @@ def runs(folder: Path = typer.Argument(Path("runs"), help="the runs folder")):
 
     if not folder.is_dir():
         raise ImxlateError(f"no runs folder at {folder}; start one with `imxlate train --domains A B`")
-    t = Table("run", "family", "domains", "steps", "last checkpoint", "model")
+    t = Table()
+    for col in ("run", "family", "domains", "steps", "last checkpoint", "model"):
+        t.add_column(col, overflow="fold")
     for ckpt in sorted(folder.rglob(CHECKPOINT)):
         meta = store.read_metadata(ckpt)["state"]
         when = datetime.datetime.fromtimestamp(ckpt.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
         t.add_row(str(ckpt.parent), meta["family"], ", ".join(meta["domains"]), f"{meta['step']} of {meta['stop']}",
                   when, "yes" if (ckpt.parent / MODEL).exists() else "no")
     out.print(t)
+
+
+@app.command("train-classifier", epilog="Example:\n\n  imxlate train-classifier digits/train/printed --out digits_printed.safetensors")
+@user_errors
+def train_classifier(
+    data: List[Path] = typer.Argument(..., help="folders holding one subfolder of images per class (same names merge)"),
+    out_file: Path = typer.Option(..., "--out", help="classifier file to write (.safetensors)"),
+    steps: int = typer.Option(2000, help="training iterations"),
+    batch_size: int = typer.Option(64, help="images per step"),
+    image_size: int = typer.Option(32, help="images are resized to this square size"),
+    width: int = typer.Option(32, help="channels of the first convolution"),
+    lr: float = typer.Option(1e-3, help="Adam learning rate"),
+    seed: int = typer.Option(0, help="random seed"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps"),
+):
+    """Train a small classifier on class folders (to judge translations with eval --classifier, or as --perceptual-net)."""
+    from .nets.classifier import train_classifier as run
+    from .train import pick_device
+
+    s = run(list(data), out_file, steps, batch_size, image_size, width, lr, seed, pick_device(device))
+    out.print(f"Wrote {s['path']}: {len(s['classes'])} classes, {s['images']} images, "
+              f"training accuracy {s['train_accuracy']:.1%}")
+
+
+def _register_foreign_commands() -> None:
+    from .export import EXPORT_EPILOG, export_command
+    from .foreign import IMPORT_EPILOG, import_command
+
+    app.command("import", epilog=IMPORT_EPILOG,
+                context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(user_errors(import_command))
+    app.command("export", epilog=EXPORT_EPILOG)(user_errors(export_command))
+
+
+_register_foreign_commands()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -170,12 +170,16 @@ def find_domain_folder(data: Path, name: str, index: int, split: str = "train") 
     raise ImxlateError(f"no folder for domain '{name}': looked for {', '.join(str(c) for c in candidates)}")
 
 
-def find_test_folder(data: Path, name: str, index: int) -> Path | None:
-    """The held-out split of a domain (`test/name`, `testA`, `name_test`), or None."""
-    for c in (data / "test" / name, data / f"test{chr(ord('A') + index)}", data / f"{name}_test"):
-        if c.is_dir():
-            return c
-    return None
+def find_test_folder(train_folder: Path, name: str, index: int) -> Path | None:
+    """The held-out split beside a domain's training folder, or None: `test/<name>` next to it or next
+    to its `train/` parent, `testA`/`testB` next to `trainA`/`trainB`, or `<name>_test`."""
+    train_folder = Path(train_folder)
+    parent = train_folder.parent
+    letter = chr(ord("A") + index)
+    candidates = [parent / "test" / name, parent.parent / "test" / name, parent / f"{name}_test"]
+    if train_folder.name == f"train{letter}":
+        candidates.insert(0, parent / f"test{letter}")
+    return next((c for c in candidates if c.is_dir() and c.resolve() != train_folder.resolve()), None)
 
 
 class UnpairedDataset(torch.utils.data.Dataset):

@@ -14,7 +14,6 @@ import contextlib
 import importlib.util
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -97,9 +96,12 @@ def export_model(model: str | Path, to: str, out: str | Path | None = None, fmt:
 
 
 def _onnx(module: nn.Module, example: torch.Tensor, path: str, info: dict) -> None:
-    dims = {0: "batch", 2: "height", 3: "width"}
+    dims = {0: "batch", 2: "height", 3: "width"}  # named dims: torch.export treats them as dynamic
     program = torch.onnx.export(module, (example,), dynamo=True, input_names=["image"], output_names=["translated"],
                                 dynamic_shapes={"x": dims}, verbose=False)
+    graph = program.model.graph
+    # The exporter writes the crop's size as a long formula of the padded size; it is the input's.
+    graph.outputs[0].shape = graph.inputs[0].shape
     program.model.metadata_props.update({f"imxlate.{k}": str(v) for k, v in info.items()})
     program.save(path, external_data=False)
 
@@ -107,16 +109,18 @@ def _onnx(module: nn.Module, example: torch.Tensor, path: str, info: dict) -> No
 def _torchscript(module: nn.Module, example: torch.Tensor, path: str, info: dict) -> None:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream; asked for explicitly here
+        # Instance norm's input-size checks become constants in the trace: harmless, so not shown. Warnings
+        # from imxlate's own code (a shape read as a Python int) stay visible.
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"torch\.nn\.")
         traced = torch.jit.trace(module, example, check_trace=False)
-    torch.jit.save(traced, path, _extra_files={"imxlate.json": json.dumps(info)})
+        torch.jit.save(traced, path, _extra_files={"imxlate.json": json.dumps(info)})
 
 
 @contextlib.contextmanager
 def _written_atomically(out: Path):
     """A temporary path beside `out`, renamed to `out` when the block succeeds and removed otherwise."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
+    tmp = str(out.with_name(f".{out.name}.{os.getpid()}.tmp"))  # not mkstemp: that would leave the file 0600
     try:
         yield tmp
         os.replace(tmp, out)

@@ -30,7 +30,8 @@ from .data import list_images, load_rgb
 from .errors import ImxlateError
 from .nets.inception import FEATURE_DIM, FIDInceptionV3
 
-WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
+WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
+               "pt_inception-2015-12-05-6726825d.pth")
 # pytorch-fid's and torch-fidelity's names for the same file (the hub cache names them by hash prefix).
 WEIGHTS_NAMES = ("pt_inception-2015-12-05-6726825d.pth", "weights-inception-2015-12-05-6726825d.pth")
 WEIGHTS_SIZE = 95_628_359
@@ -57,7 +58,7 @@ def hub_checkpoint_dir() -> Path:
 
 
 def find_inception_weights(path: str | Path | None = None, *, download: bool = False) -> Path:
-    """The weights file: `path`, else $IMXLATE_INCEPTION_WEIGHTS, else the torch hub cache, else a download if allowed."""
+    """The weights file: `path`, else $IMXLATE_INCEPTION_WEIGHTS, else the torch hub cache, else a download if asked."""
     if path is not None:
         p = Path(path).expanduser()
         if not p.is_file():
@@ -321,7 +322,8 @@ def _progress_bar(enabled: bool) -> Progress:
 
 
 def extract(source: ImageSource, net: FIDInceptionV3, weights: WeightsInfo, preset: str = "pytorch-fid", *,
-            batch_size: int = 50, workers: int = 0, progress: bool = True, label: str = "Inception features") -> Features:
+            batch_size: int = 50, workers: int = 0, progress: bool = True,
+            label: str = "Inception features") -> Features:
     """Inception features of a folder (recursive), a list of image paths or a list of PIL images, on net's device.
 
     Any mix of sizes and modes is fine (decoded with `load_rgb`). `workers` DataLoader processes decode files
@@ -466,7 +468,7 @@ def kid(f1, f2, subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> t
 
 
 def inception_score(logits, splits: int = 10) -> tuple[float, float]:
-    """Inception Score -> (mean, std) over `splits` consecutive equal parts (the remainder is left out, as in the original)."""
+    """Inception Score -> (mean, std) over `splits` consecutive equal parts (remainder left out, as in the original)."""
     logits = np.asarray(logits, dtype=np.float64)
     part = len(logits) // splits
     if part < 1:

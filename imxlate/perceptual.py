@@ -97,9 +97,9 @@ def _state_kind(state: dict) -> str | None:
     """'vgg16' | 'vgg19' | 'inception' from the keys of a state dict, else None."""
     if "Conv2d_1a_3x3.conv.weight" in state and "Mixed_7c.branch_pool.conv.weight" in state:
         return "inception"
-    convs = sum(1 for k, v in state.items() if k.startswith("features.") and k.endswith(".weight") and v.dim() == 4)
     if any("running_mean" in k for k in state):
         return None  # the batch-norm VGG variants have another layout
+    convs = sum(1 for k, v in state.items() if k.startswith("features.") and k.endswith(".weight") and v.dim() == 4)
     for kind, layout in VGG_LAYOUTS.items():
         if convs == sum(1 for v in layout if v != "M"):
             return kind

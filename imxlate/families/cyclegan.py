@@ -10,6 +10,7 @@ from ..errors import ImxlateError
 from ..nets.common import init_weights
 from ..nets.patchgan import PatchDiscriminator
 from ..nets.resnet import ResnetGenerator
+from ..perceptual import perceptual_from_config, record_perceptual
 from .base import Family, ImagePool, frozen, scalars
 
 
@@ -29,6 +30,16 @@ class CycleGANConfig:
     lambda_gp: float = field(default=10.0, metadata={"help": "gradient penalty weight (wgan-gp)"})
     n_critic: int = field(default=1, metadata={"help": "discriminator steps per generator step (5 with wgan-gp)"})
     pool_size: int = field(default=50, metadata={"help": "history of generated images shown to D"})
+    perceptual_weight: float = field(default=0.0, metadata={
+        "help": "weight of the feature distance between input and translation (needs --perceptual-net)"})
+    perceptual_net: str | None = field(default=None, metadata={
+        "help": "feature network file: torchvision VGG16/19 state dict, FID Inception weights or an imxlate classifier"})
+    perceptual_layer: str | None = field(default=None, metadata={
+        "help": "last feature layer (default relu3_3 for VGG, Mixed_5d for Inception, the last block of a classifier)"})
+    perceptual_kind: str | None = field(default=None, metadata={"help": "recorded: the kind of --perceptual-net"})
+    perceptual_sha256: str | None = field(default=None, metadata={"help": "recorded: the SHA-256 of --perceptual-net"})
+    one_way: bool = field(default=False, metadata={
+        "help": "G_ab only (first -> second domain): a single imported generator; not trainable"})
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
@@ -40,12 +51,20 @@ class CycleGAN(Family):
     keep = ("G_ab", "G_ba")
     train_defaults = dict(batch_size=1, epochs=100, epochs_decay=100, load_size=286, crop_size=256)
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.cfg.one_way:  # an imported single generator: the model file holds G_ab alone
+            self.keep = ("G_ab",)
+
     @classmethod
     def resolve_config(cls, cfg, train_cfg):
+        if cfg.one_way:
+            raise ImxlateError("--one-way marks a single imported generator; CycleGAN training needs both directions")
         if cfg.n_blocks is None:  # CycleGAN paper: 9 blocks for 256x256 training images, 6 for 128x128
             cfg.n_blocks = 9 if train_cfg.crop_size >= 256 else 6
         if cfg.gan_loss == "wgan-gp" and cfg.n_critic == 1:
             cfg.n_critic = 5  # WGAN-GP paper: 5 critic steps per generator step
+        record_perceptual(cfg)  # a missing or unknown file stops here, before the run folder exists
         return cfg
 
     def build(self):
@@ -53,6 +72,8 @@ class CycleGAN(Family):
         n_blocks = c.n_blocks if c.n_blocks is not None else 9
         gen = lambda: init_weights(ResnetGenerator(3, 3, c.ngf, n_blocks, c.norm, c.dropout, c.upsample))  # noqa: E731
         disc = lambda: init_weights(PatchDiscriminator(3, c.ndf, c.n_layers_d, c.norm, c.spectral_norm))  # noqa: E731
+        if c.one_way:
+            return {"G_ab": gen()}
         return {"G_ab": gen(), "G_ba": gen(), "D_a": disc(), "D_b": disc()}
 
     def check_data(self, domains):
@@ -63,6 +84,7 @@ class CycleGAN(Family):
     def setup_training(self, amp="none", accumulate=1):
         super().setup_training(amp, accumulate)
         self.pools = {"a": ImagePool(self.cfg.pool_size), "b": ImagePool(self.cfg.pool_size)}
+        self.perceptual = perceptual_from_config(self.cfg, self.device)  # None when --perceptual-weight is 0
 
     def make_optimizers(self):
         c, n = self.cfg, self.nets
@@ -85,6 +107,8 @@ class CycleGAN(Family):
             w = c.lambda_identity * c.lambda_cycle
             parts["idt_a"] = losses.distance("l1", n["G_ba"](real_a), real_a) * w
             parts["idt_b"] = losses.distance("l1", n["G_ab"](real_b), real_b) * w
+        if self.perceptual is not None:  # features of each translation against its input's (Taigman et al.)
+            parts["perceptual"] = c.perceptual_weight * (self.perceptual(fake_b, real_a) + self.perceptual(fake_a, real_b))
         return sum(parts.values()), parts, (fake_a, fake_b)
 
     def discriminator_loss(self, D, real, fake):
@@ -114,7 +138,15 @@ class CycleGAN(Family):
         out.update(scalars({"D_a": loss_da, "D_b": loss_db}))
         return out
 
+    def directions(self):
+        a, b = self.domains
+        return [(a, b)] if self.cfg.one_way else [(a, b), (b, a)]
+
     def translate(self, x, dst, src=None, generator=None):
+        if self.cfg.one_way and dst == self.domains[0]:
+            a, b = self.domains
+            raise ImxlateError(f"this model only translates {a} -> {b} (one imported generator); import it with "
+                               f"--reverse FILE (a {b} -> {a} generator) to translate into {a}")
         return self.nets["G_ab" if dst == self.domains[1] else "G_ba"](x)
 
     def sample_rows(self, images):

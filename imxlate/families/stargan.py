@@ -138,7 +138,7 @@ class StarGAN(Family):
     # ---- inference ----
     def translate(self, x, dst, src=None, generator=None):
         """Images of any domain (`src` is not needed) -> domain `dst`."""
-        index = torch.full((len(x),), self.domains.index(dst), dtype=torch.long, device=x.device)
+        index = torch.full((x.shape[0],), self.domains.index(dst), dtype=torch.long, device=x.device)
         return self.nets["G"](x, self.encode_labels(index))
 
     def sample_rows(self, images):

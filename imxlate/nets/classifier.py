@@ -83,6 +83,20 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tup
     return net.to(device).eval(), meta
 
 
+@torch.inference_mode()
+def classify(classifier: tuple[Classifier, dict], images: list, batch_size: int = 256) -> list[str]:
+    """Class names predicted for PIL images or image files, by a `load_classifier` result."""
+    net, meta = classifier
+    size = meta["image_size"]
+    device = next(net.parameters()).device
+    names = []
+    for i in range(0, len(images), batch_size):
+        chunk = [im if isinstance(im, Image.Image) else load_rgb(im) for im in images[i:i + batch_size]]
+        x = torch.stack([to_tensor(im.convert("RGB").resize((size, size), Image.BICUBIC)) for im in chunk])
+        names += [meta["classes"][k] for k in net(x.to(device)).argmax(1).tolist()]
+    return names
+
+
 def _class_folders(data_dirs: list[Path]) -> dict[str, list[Path]]:
     """Class name -> image files, from the first-level subfolders of every data folder (merged by name)."""
     images: dict[str, list[Path]] = {}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torchvision.models import inception as tv
 
 NUM_CLASSES = 1008  # the TF graph's classifier: 1000 ImageNet classes + 8 unused
@@ -100,6 +99,7 @@ class FIDInceptionV3(tv.Inception3):
         return self.avgpool(x).flatten(1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features, logits of `fc` with its bias)."""
         f = self.features(x)
         return f, self.fc(f)
 

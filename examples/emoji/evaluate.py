@@ -1,0 +1,83 @@
+"""Held-out quality of an emoji model in both directions, against exact ground truth.
+
+    python examples/emoji/evaluate.py DATA [--model weights/emoji-twemoji-noto.safetensors] [--readme]
+
+DATA is the folder made by prepare.py. For each direction, every test image is translated and
+compared with the same code point drawn in the other style: mean L1 (0-1 scale), SSIM and top-1
+retrieval (is the translation nearer its own target than every other test target?), beside two
+baselines: the input itself (identity) and per-channel colour-histogram matching to the target
+training domain. Prints a markdown table; --readme writes it and a picture grid into the README.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+import imxlate
+from imxlate.data import list_images, load_rgb
+from imxlate.paired import domain_histogram, match_histogram, paired_scores
+
+HERE = Path(__file__).parent
+GRID = HERE.parent / "figures" / "emoji_grid.png"
+
+
+def evaluate(data: Path, model) -> tuple[list[str], dict]:
+    rows, shown = [], {}
+    for src, dst in (("twemoji", "noto"), ("noto", "twemoji")):
+        inputs = list_images(data / "test" / src)
+        targets = [load_rgb(data / "test" / dst / p.name) for p in inputs]
+        sources = [load_rgb(p) for p in inputs]
+        hist = domain_histogram(data / dst)
+        methods = {
+            "imxlate model": [model.translate(im, to=dst) for im in sources],
+            "identity (input)": sources,
+            "histogram matching": [match_histogram(im, hist) for im in sources],
+        }
+        for name, preds in methods.items():
+            s = paired_scores(preds, targets)
+            rows.append(f"| {src} -> {dst} | {name} | {s['n']} | {s['l1']:.4f} | {s['ssim']:.4f} | {s['top1']:.3f} |")
+        shown[src] = (sources[:8], methods["imxlate model"][:8], targets[:8])
+    return rows, shown
+
+
+def grid(shown: dict, path: Path, scale: int = 2) -> None:
+    """Per direction, three rows (input, translation, ground truth) of 8 test code points."""
+    rows = [r for src in shown for r in shown[src]]
+    w, h = rows[0][0].size
+    sheet = Image.new("RGB", (8 * w, len(rows) * h), "white")
+    for i, row in enumerate(rows):
+        for j, im in enumerate(row):
+            sheet.paste(im.convert("RGB"), (j * w, i * h))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.resize((sheet.width * scale, sheet.height * scale), Image.NEAREST).save(path)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("data", type=Path)
+    ap.add_argument("--model", default=None, help="model file (default: the shipped emoji model)")
+    ap.add_argument("--readme", action="store_true", help="write the table and grid into examples/emoji/README.md")
+    args = ap.parse_args()
+    if not (args.data / "test" / "twemoji").is_dir():
+        sys.exit(f"error: {args.data} is not a prepared emoji folder; run examples/emoji/prepare.py first")
+    model = imxlate.load(args.model, to="noto", device="cpu")
+    rows, shown = evaluate(args.data, model)
+    table = "\n".join(["| direction | method | n | L1 (lower is better) | SSIM (higher) | top-1 retrieval |",
+                       "|---|---|---:|---:|---:|---:|", *rows])
+    print(f"model: {model.path.name}\n\n{table}")
+    if args.readme:
+        grid(shown, GRID)
+        readme = HERE / "README.md"
+        text = readme.read_text()
+        block = f"<!-- results:start -->\n{table}\n<!-- results:end -->"
+        text = re.sub(r"<!-- results:start -->.*<!-- results:end -->", block, text, flags=re.S)
+        readme.write_text(text)
+        print(f"wrote the table into {readme} and the grid to {GRID}")
+
+
+if __name__ == "__main__":
+    main()
