@@ -22,7 +22,8 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_mar
                        "  imxlate train --domains photos vangogh\n\n"
                        "  imxlate translate input/ --to vangogh\n\n"
                        "  imxlate eval --fid")
-out = Console(highlight=False)
+# Piped or captured output keeps whole lines (rich would otherwise wrap tables at 80 columns).
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False)
 
 
@@ -215,83 +216,6 @@ def evaluate(
     path, how = find_model(model, to)
     tr = Translator.open(path, device=device)
     err.print(f"Model: {path} ({how}; {', '.join(tr.domains)})")
-    report = tr.translate_folder(inputs, to, out_dir, source, batch_size, size, samples, seed, overwrite, not quiet)
-    if report.failed:
-        err.print(f"[red]{len(report.failed)} file(s) failed:[/] " + ", ".join(str(p) for p, _ in report.failed))
-    out.print(f"Wrote {len(report.written)} image(s) to {report.out}/")
-    if report.failed:
-        raise typer.Exit(1)
-
-
-@app.command(name="eval", epilog="Examples:\n\n"
-                                 "  imxlate eval --fid\n\n"
-                                 "  imxlate eval --fid --kid --real testB/ --fake results/fake_B/\n\n"
-                                 "  imxlate eval --model model.safetensors --source testA/ --target testB/ --to zebra --fid --kid\n\n"
-                                 "  imxlate eval --fid --real testB/ --save-stats zebra_test.npz")
-@user_errors
-def evaluate(
-    fid: bool = typer.Option(False, "--fid", help="Fréchet Inception Distance"),
-    kid: bool = typer.Option(False, "--kid", help="Kernel Inception Distance (better for small test sets)"),
-    inception_score: bool = typer.Option(False, "--is", help="Inception Score of the translated images"),
-    real: Optional[str] = typer.Option(None, help="real images: a folder or a statistics .npz"),
-    fake: Optional[str] = typer.Option(None, help="generated images: a folder"),
-    model: Optional[str] = typer.Option(None, help="model file or run folder (default: newest in ./runs)"),
-    source: Optional[Path] = typer.Option(None, help="images to translate (with --model)"),
-    target: Optional[str] = typer.Option(None, help="real images of the target domain (with --model)"),
-    to: Optional[str] = typer.Option(None, "--to", help="target domain (with --source)"),
-    paired_target: Optional[Path] = typer.Option(None, help="ground-truth folder: L1, SSIM, top-1 by file name"),
-    classifier: Optional[Path] = typer.Option(None, help="classifier file: label preservation of translations"),
-    save_stats: Optional[Path] = typer.Option(None, help="save the --real statistics to this .npz"),
-    preset: str = typer.Option("pytorch-fid", help="pytorch-fid | torch-fidelity | clean"),
-    inception_weights: Optional[Path] = typer.Option(None, help="FID Inception weights file (else "
-                                                     "$IMXLATE_INCEPTION_WEIGHTS, then the torch hub cache)"),
-    download: bool = typer.Option(False, help="download the standard Inception weights if missing"),
-    allow_unverified_weights: bool = typer.Option(False, help="accept a weights file that fails the checksum "
-                                                  "(scores are then marked not comparable)"),
-    batch_size: int = typer.Option(50, help="images per Inception batch"),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps"),
-    as_json: bool = typer.Option(False, "--json", help="print results as JSON"),
-):
-    """Score translations: FID / KID / IS against real images, label preservation, paired metrics.
-
-    With no paths it evaluates the newest model in ./runs on the data it was trained on (held-out
-    split when there is one) in every direction the model has.
-    """
-    from . import evaluate as ev
-    from . import metrics
-    from .translate import Translator, find_model
-
-    names = [m for m, on in (("fid", fid), ("kid", kid), ("is", inception_score)) if on]
-    inception = None
-    if names or save_stats:
-        from .train import pick_device
-
-        inception = metrics.load_inception(inception_weights, allow_unverified=allow_unverified_weights,
-                                           download=download, device=pick_device(device))
-    if save_stats:
-        if not real:
-            raise ImxlateError("--save-stats saves the statistics of --real: give --real FOLDER")
-        feats = metrics.extract(real, *inception, preset, batch_size=batch_size, progress=not as_json)
-        metrics.save_stats(save_stats, feats)
-        err.print(f"Saved statistics of {feats.n} images ({preset}) to {save_stats}")
-        if not fake:
-            return
-    if real or fake:
-        if not (real and fake):
-            raise ImxlateError("give both --real and --fake (or --model to translate and score)")
-        result = {"real": real, "fake": fake, **metrics.score(real, fake, inception=inception, metrics=names or ["fid"],
-                                                              preset=preset, batch_size=batch_size, progress=not as_json)}
-        if as_json:
-            out.print_json(json.dumps(result))
-        else:
-            out.print(f"{fake} against {real}\n" + metrics.format_scores(result))
-        return
-    if paired_target:
-        if not fake and not source:
-            raise ImxlateError("--paired-target compares a folder of translations (--fake) or --source translated by --model")
-    path, how = find_model(model, to)
-    tr = Translator.open(path, device=device)
-    err.print(f"Model: {path} ({how}; {', '.join(tr.domains)})")
     if source:
         if not to:
             raise ImxlateError("--source needs --to (the target domain)")
@@ -379,9 +303,7 @@ def runs(folder: Path = typer.Argument(Path("runs"), help="the runs folder")):
 
     if not folder.is_dir():
         raise ImxlateError(f"no runs folder at {folder}; start one with `imxlate train --domains A B`")
-    t = Table()
-    for col in ("run", "family", "domains", "steps", "last checkpoint", "model"):
-        t.add_column(col, overflow="fold")
+    t = Table("run", "family", "domains", "steps", "last checkpoint", "model")
     for ckpt in sorted(folder.rglob(CHECKPOINT)):
         meta = store.read_metadata(ckpt)["state"]
         when = datetime.datetime.fromtimestamp(ckpt.stat().st_mtime).strftime("%Y-%m-%d %H:%M")

@@ -46,6 +46,14 @@ def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, generator=N
     return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 
 
+def critic_loss(kind: str, D, real: torch.Tensor, fake: torch.Tensor, lambda_gp: float = 10.0) -> torch.Tensor:
+    """Discriminator loss on real and (detached) fake images, plus the gradient penalty whenever kind is wgan-gp."""
+    loss = d_loss(kind, D(real), D(fake.detach()))
+    if kind == "wgan-gp":
+        loss = loss + lambda_gp * gradient_penalty(D, real, fake)
+    return loss
+
+
 def distance(kind: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Reconstruction distance: 'l1', 'mse' or 'cosine' (1 - cosine similarity per sample)."""
     if kind == "l1":

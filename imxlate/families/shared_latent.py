@@ -189,10 +189,7 @@ class SharedLatent(Family):
         return losses.d_loss("vanilla", D(codes_a), D(codes_b))
 
     def discriminator_loss(self, D, real, fake):
-        loss = losses.d_loss(self.cfg.gan_loss, D(real), D(fake.detach()))
-        if self.cfg.gan_loss == "wgan-gp":
-            loss = loss + self.cfg.lambda_gp * losses.gradient_penalty(D, real, fake)
-        return loss
+        return losses.critic_loss(self.cfg.gan_loss, D, real, fake, self.cfg.lambda_gp)
 
     def train_step(self, batch, step):
         a, b = self.domains
