@@ -9,6 +9,7 @@ Usage: python examples/toy_gmm.py [--seeds 5] [--steps 2000] [--batch 256] [--ou
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import sys
 import time
@@ -201,9 +202,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--out", default="examples/toy_gmm.png", help="where to save the figure")
     args = parser.parse_args(argv)
-    try:
-        import matplotlib  # noqa: F401  (checked now rather than after the training)
-    except ImportError:
+    if args.seeds < 1 or args.steps < 0:
+        parser.error("--seeds must be at least 1 and --steps at least 0")
+    if importlib.util.find_spec("matplotlib") is None:  # checked now rather than after the training
         sys.exit("error: the figure needs matplotlib: pip install matplotlib")
     # The nets are tiny: one thread is as fast as two, and two stall badly when the cores are shared (measured).
     torch.set_num_threads(1)

@@ -70,7 +70,7 @@ def train(
     load_size: Optional[int] = typer.Option(None, help="resize to this before cropping (CycleGAN: 286)"),
     crop_size: Optional[int] = typer.Option(None, help="training image size (CycleGAN: 256)"),
     preprocess: str = typer.Option("resize_and_crop", help="resize_and_crop | crop | scale_width | none"),
-    no_flip: bool = typer.Option(False, help="no random horizontal flips"),
+    no_flip: bool = typer.Option(False, "--no-flip", help="no random horizontal flips"),
     max_images: Optional[int] = typer.Option(None, help="use at most N images per domain"),
     seed: int = typer.Option(0, help="random seed (runs are repeatable)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps"),
@@ -80,7 +80,7 @@ def train(
     log_every: int = typer.Option(10, help="loss log line every N steps"),
     amp: str = typer.Option("none", help="mixed precision on CUDA: none | bf16 | fp16"),
     gradient_accumulation: int = typer.Option(1, help="average gradients over N steps before an update"),
-    quiet: bool = typer.Option(False, help="no progress bar"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ):
     """Train a translation model on folders of unpaired images.
 
@@ -125,8 +125,8 @@ def translate(
     samples: int = typer.Option(1, help="variants per input (stochastic families): name_0.png, name_1.png, ..."),
     seed: Optional[int] = typer.Option(None, help="seed for stochastic families (repeatable outputs)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps"),
-    overwrite: bool = typer.Option(False, help="replace existing files in --out (never inputs)"),
-    quiet: bool = typer.Option(False, help="no progress bar"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace existing files in --out (never inputs)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ):
     """Translate images into domain --to; outputs keep each input's size and alpha."""
     from .translate import Translator, find_model
@@ -164,8 +164,8 @@ def evaluate(
     preset: str = typer.Option("pytorch-fid", help="pytorch-fid | torch-fidelity | clean"),
     inception_weights: Optional[Path] = typer.Option(None, help="FID Inception weights file (else "
                                                      "$IMXLATE_INCEPTION_WEIGHTS, then the torch hub cache)"),
-    download: bool = typer.Option(False, help="download the standard Inception weights if missing"),
-    allow_unverified_weights: bool = typer.Option(False, help="accept a weights file that fails the checksum "
+    download: bool = typer.Option(False, "--download", help="download the standard Inception weights if missing"),
+    allow_unverified_weights: bool = typer.Option(False, "--allow-unverified-weights", help="accept a weights file that fails the checksum "
                                                   "(scores are then marked not comparable)"),
     batch_size: int = typer.Option(50, help="images per Inception batch"),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps"),
