@@ -6,7 +6,9 @@
    the same features.
 2. Distance only, 2048 vs 2048 feature vectors of 2048-d.
 
-Run: python benchmarks/fid_speed.py [--repeats 3]. scipy is needed here only, never by the library.
+Run: python benchmarks/fid_speed.py [--repeats 3] [--only pipeline|distance]. scipy is needed here only, never
+by the library. On a shared, oversubscribed machine OpenBLAS's spinning threads can slow LAPACK calls tenfold:
+compare with OPENBLAS_NUM_THREADS=1 (printed with the machine line).
 """
 from __future__ import annotations
 
@@ -36,8 +38,9 @@ def machine() -> str:
                 break
     except OSError:
         pass
+    blas = os.environ.get("OPENBLAS_NUM_THREADS", "default")
     return (f"{model}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"numpy {np.__version__}, scipy {scipy.__version__}")
+            f"numpy {np.__version__}, scipy {scipy.__version__}, OPENBLAS_NUM_THREADS={blas}")
 
 
 def fid_scipy(f1: np.ndarray, f2: np.ndarray) -> float:
@@ -130,10 +133,13 @@ def main() -> None:
     p.add_argument("--fake", type=int, default=120)
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--features", type=int, default=2048, help="vectors per side for the distance-only timing")
+    p.add_argument("--only", choices=("pipeline", "distance"), help="run one part")
     args = p.parse_args()
     print(f"machine: {machine()}; load average at start {os.getloadavg()[0]:.2f}")
-    pipeline(args.repeats, args.real, args.fake, args.size)
-    distance_only(args.repeats, args.features)
+    if args.only != "distance":
+        pipeline(args.repeats, args.real, args.fake, args.size)
+    if args.only != "pipeline":
+        distance_only(args.repeats, args.features)
     print(f"\nload average at end {os.getloadavg()[0]:.2f} (above the core count: other work shared the CPU)")
 
 

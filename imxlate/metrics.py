@@ -273,7 +273,10 @@ ImageSource = str | Path | Sequence[str | Path] | Sequence[Image.Image]
 
 
 class _Images(torch.utils.data.Dataset):
-    """Image paths or in-memory PIL images -> Inception inputs of one preset."""
+    """Image paths or in-memory PIL images -> (Inception input, "") or (zeros, why the file failed to decode).
+
+    Errors come back as text so that a DataLoader worker's failure reaches the user as one clear line.
+    """
 
     def __init__(self, items: list, prepare: Callable[[Image.Image], torch.Tensor]):
         self.items, self.prepare = items, prepare
@@ -281,15 +284,15 @@ class _Images(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
         item = self.items[i]
         if isinstance(item, Image.Image):
-            return self.prepare(item.convert("RGB"))
+            return self.prepare(item.convert("RGB")), ""
         try:
             img = load_rgb(item)
         except Exception as e:  # a corrupt file changes n silently if skipped, so stop and name it
-            raise ImxlateError(f"cannot decode {item} ({e}): fix or remove it") from e
-        return self.prepare(img)
+            return torch.zeros(3, INPUT_SIZE, INPUT_SIZE), f"cannot decode {item} ({e}): fix or remove it"
+        return self.prepare(img), ""
 
 
 def _items(source: ImageSource) -> list:
@@ -339,7 +342,9 @@ def extract(source: ImageSource, net: FIDInceptionV3, weights: WeightsInfo, pres
     with _exact_fp32(), torch.inference_mode(), _progress_bar(progress) as bar:
         task = bar.add_task(label, total=len(items))
         done = 0
-        for batch in loader:
+        for batch, errors in loader:
+            if any(errors):
+                raise ImxlateError(next(e for e in errors if e))
             feats[done:done + len(batch)] = net.features(batch.to(device)).double().cpu().numpy()
             done += len(batch)
             bar.advance(task, len(batch))

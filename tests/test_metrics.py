@@ -289,8 +289,9 @@ def test_folder_with_mixed_sizes_and_modes(inception, tmp_path):
     with pytest.raises(ImxlateError, match="no images"):
         M.extract(tmp_path / "empty", net, info)
     (tmp_path / "sub" / "broken.png").write_bytes(b"\x89PNG broken")
-    with pytest.raises(ImxlateError, match="cannot decode .*broken.png"):
-        M.extract(tmp_path, net, info, progress=False)
+    for workers in (0, 2):
+        with pytest.raises(ImxlateError, match=r"^cannot decode .*broken.png .*: fix or remove it$"):
+            M.extract(tmp_path, net, info, workers=workers, batch_size=8, progress=False)
 
 
 # ---------------------------------------------------------------- statistics files and score

@@ -60,7 +60,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("data", type=Path)
     ap.add_argument("--model", default=None, help="model file (default: the shipped emoji model)")
-    ap.add_argument("--readme", action="store_true", help="write the table and grid into examples/emoji/README.md")
+    ap.add_argument("--readme", action="store_true", help="write the table into the READMEs and draw the grid")
     args = ap.parse_args()
     if not (args.data / "test" / "twemoji").is_dir():
         sys.exit(f"error: {args.data} is not a prepared emoji folder; run examples/emoji/prepare.py first")
@@ -71,12 +71,11 @@ def main() -> None:
     print(f"model: {model.path.name}\n\n{table}")
     if args.readme:
         grid(shown, GRID)
-        readme = HERE / "README.md"
-        text = readme.read_text()
         block = f"<!-- results:start -->\n{table}\n<!-- results:end -->"
-        text = re.sub(r"<!-- results:start -->.*<!-- results:end -->", block, text, flags=re.S)
-        readme.write_text(text)
-        print(f"wrote the table into {readme} and the grid to {GRID}")
+        for readme in (HERE / "README.md", HERE.parents[1] / "README.md"):
+            text = re.sub(r"<!-- results:start -->.*<!-- results:end -->", lambda _: block, readme.read_text(), flags=re.S)
+            readme.write_text(text)
+        print(f"wrote the table into both READMEs and the grid to {GRID}")
 
 
 if __name__ == "__main__":
