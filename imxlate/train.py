@@ -222,6 +222,8 @@ def _train(cfg, family_args, resume, quiet, rank, world, local) -> Path:
     family.check_data(domains)
     if not resume:
         run_dir = Path(dist_broadcast(str(new_run_dir(cfg.out, cfg.domains)) if rank == 0 else None))
+    if world > 1 and device.type == "cuda":  # batch norm statistics over the global batch (keys unchanged)
+        family.nets = torch.nn.SyncBatchNorm.convert_sync_batchnorm(family.nets)
     family.to(device)
     family.rng.manual_seed(cfg.seed + 7919 * rank)
     family.setup_training(cfg.amp, cfg.gradient_accumulation)
