@@ -35,13 +35,14 @@ class LatentMappingConfig:
         "help": "KL weight of the ELBO (per image) against the per-pixel mean squared error"})
     pixel_weight: float = field(default=1.0, metadata={"help": "pixel (L1) reconstruction weight from the code's mean"})
     noise_reg: float = field(default=0.01, metadata={
-        "help": "weight of ||G(z, eps) - eps||^2 in the generator loss (keeps G's output from drifting far from its noise)"})
+        "help": "weight of ||G(z, eps) - eps||^2 in the generator loss (keeps G's output from drifting far "
+                "from its noise)"})
     noise_pairs: bool = field(default=True, metadata={"help": "show D the noise pairs (z_a, eps) as fakes (the paper)"})
     gan_loss: str = field(default="vanilla", metadata={"help": "vanilla (paper) | lsgan | wgan-gp | hinge"})
     spectral_norm: bool = field(default=False, metadata={"help": "spectral norm on the pair discriminators"})
     lambda_gp: float = field(default=10.0, metadata={"help": "gradient penalty weight (wgan-gp)"})
     vae_lr: float = field(default=1e-3, metadata={"help": "Adam learning rate of the VAEs"})
-    lr: float = field(default=2e-4, metadata={"help": "Adam learning rate of the mapping GANs"})
+    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate of the mapping GANs (small MLPs on codes)"})
     beta1: float = 0.5
     beta2: float = 0.999
 
@@ -177,7 +178,7 @@ class LatentMapping(Family):
         """(classes of A, classes of B) matrix of allowed real pairs, from the class map."""
         if not hasattr(self, "_pairing"):
             self._pairing = pair_matrix(self.cfg.class_map, self.domains,
-                                        [self.classes.get(d, []) for d in self.domains[:2]])
+                                        [self.classes.get(d, []) for d in self.domains])
         return self._pairing
 
     def real_partners(self, labels_src, labels_dst, allowed) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -268,5 +269,6 @@ class LatentMapping(Family):
             x = images[domain]
             z = self.nets[f"VAE_{ks}"].encode(x)[0]
             eps = torch.randn(z.shape, generator=g).to(z.device)
-            rows += [x, self.nets[f"VAE_{ks}"].decode(z), self.nets[f"VAE_{kt}"].decode(self.nets[f"G_{ks}{kt}"](z, eps))]
+            mapped = self.nets[f"G_{ks}{kt}"](z, eps)
+            rows += [x, self.nets[f"VAE_{ks}"].decode(z), self.nets[f"VAE_{kt}"].decode(mapped)]
         return rows
