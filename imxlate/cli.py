@@ -89,9 +89,17 @@ def train(
     """
     from .train import train as run_training
 
-    extra = list(ctx.args)
-    while extra and not extra[0].startswith("--"):  # `--domains a b c`: the names after the first
-        domains = [*(domains or []), extra.pop(0)]
+    # `--domains a b c` reaches us as --domains a plus stray names; family options (--ngf 8) come too.
+    domains, extra, rest = list(domains or []), list(ctx.args), []
+    while extra:
+        token = extra.pop(0)
+        if not token.startswith("--"):
+            domains.append(token)
+            continue
+        rest.append(token)
+        if "=" not in token and extra and not extra[0].startswith("--"):
+            rest.append(extra.pop(0))
+    extra = rest
     if not domains and not resume:
         raise ImxlateError("name the domains to translate between, e.g. --domains photos vangogh")
     cfg = TrainConfig(domains=list(domains or []), data=str(data), model=model, out=str(out_dir) if out_dir else None,
