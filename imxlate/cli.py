@@ -203,6 +203,13 @@ def evaluate(
         err.print(f"Saved statistics of {feats.n} images ({preset}) to {save_stats}")
         if not fake:
             return
+    if fake and classifier and not real:
+        from .nets.classifier import load_classifier
+
+        r = ev.label_preservation_folder(load_classifier(classifier), fake)
+        out.print_json(json.dumps(r)) if as_json else out.print(
+            f"label preservation of {r['n']} images in {fake}: {r['label_preservation']:.4f}")
+        return
     if fake and paired_target and not real:
         p = ev.paired_for_folder(fake, paired_target)
         out.print_json(json.dumps(p)) if as_json else out.print(ev.format_paired(p, paired_target))

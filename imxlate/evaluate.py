@@ -73,24 +73,34 @@ def evaluate_model(tr, plans: list[dict], metric_names: list[str], inception, pr
     return results
 
 
+def class_labels(folder: Path, files: list[Path]) -> list[str]:
+    """The class of each file: its first subfolder under `folder` (an error when a file has none)."""
+    labels = [p.relative_to(folder).parts[0] if len(p.relative_to(folder).parts) > 1 else "" for p in files]
+    if not all(labels):
+        raise ImxlateError(f"--classifier needs class subfolders in {folder} (one per class, named as the classifier's)")
+    return labels
+
+
+def classified_accuracy(classifier, images: list, labels: list[str]) -> float:
+    """Share of images (PIL or files) that the classifier assigns to their label."""
+    from .nets.classifier import classify
+
+    return sum(p == t for p, t in zip(classify(classifier, images), labels)) / max(1, len(labels))
+
+
 def label_preservation(classifier, paths, fakes, source: Path, target: Path, to: str) -> dict:
     """Accuracy with which translations are classified as their source's class (class = first subfolder),
     beside the classifier's accuracy on the real target images."""
-    from .nets.classifier import classify
-
-    def labels_of(folder: Path, files: list[Path]) -> list[str]:
-        return [p.relative_to(folder).parts[0] if len(p.relative_to(folder).parts) > 1 else "" for p in files]
-
-    src_labels = labels_of(Path(source), paths)
-    if not all(src_labels):
-        raise ImxlateError(f"--classifier needs class subfolders in {source}")
-    pred = classify(classifier, fakes)
     tgt_paths = list_images(target)
-    tgt_labels = labels_of(Path(target), tgt_paths)
-    tgt_pred = classify(classifier, tgt_paths)
-    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
-    return {"label_preservation": mean([p == t for p, t in zip(pred, src_labels)]),
-            "classifier_accuracy_on_target": mean([p == t for p, t in zip(tgt_pred, tgt_labels)])}
+    return {"label_preservation": classified_accuracy(classifier, fakes, class_labels(Path(source), paths)),
+            "classifier_accuracy_on_target": classified_accuracy(classifier, tgt_paths,
+                                                                 class_labels(Path(target), tgt_paths))}
+
+
+def label_preservation_folder(classifier, folder) -> dict:
+    """Label preservation of a folder of saved translations whose subfolders name their source classes."""
+    files = list_images(folder)
+    return {"n": len(files), "label_preservation": classified_accuracy(classifier, files, class_labels(Path(folder), files))}
 
 
 def paired_for_folder(pred_dir, target_dir) -> dict:
