@@ -17,6 +17,7 @@ file whose SHA-256 changed since the run began.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -42,6 +43,20 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 HALF = (0.5, 0.5, 0.5)  # mean = std = 0.5 leaves [-1, 1] images as they are
 _KNOWN = ("--perceptual-net takes a torchvision VGG16/VGG19 state dict, the FID Inception weights, "
           "or a classifier from `imxlate train-classifier`")
+
+
+@dataclass
+class PerceptualOptions:
+    """The perceptual constraint's options, shared by the config of every family that offers it."""
+
+    perceptual_weight: float = field(default=0.0, metadata={
+        "help": "weight of the feature distance between input and translation (needs --perceptual-net)"})
+    perceptual_net: str | None = field(default=None, metadata={
+        "help": "feature network file: torchvision VGG16/19 state dict, FID Inception weights or an imxlate classifier"})
+    perceptual_layer: str | None = field(default=None, metadata={
+        "help": "last feature layer (default relu3_3 for VGG, Mixed_5d for Inception, the last block of a classifier)"})
+    perceptual_kind: str | None = field(default=None, metadata={"help": "recorded: the kind of --perceptual-net"})
+    perceptual_sha256: str | None = field(default=None, metadata={"help": "recorded: the SHA-256 of --perceptual-net"})
 
 
 class FeatureNet(nn.Module):

@@ -10,12 +10,12 @@ from ..errors import ImxlateError
 from ..nets.common import init_weights
 from ..nets.patchgan import PatchDiscriminator
 from ..nets.resnet import ResnetGenerator
-from ..perceptual import perceptual_from_config, record_perceptual
+from ..perceptual import PerceptualOptions, perceptual_from_config, record_perceptual
 from .base import Family, ImagePool, frozen, scalars
 
 
 @dataclass
-class CycleGANConfig:
+class CycleGANConfig(PerceptualOptions):
     ngf: int = field(default=64, metadata={"help": "generator filters in the first layer"})
     ndf: int = field(default=64, metadata={"help": "discriminator filters in the first layer"})
     n_blocks: int | None = field(default=None, metadata={"help": "residual blocks (default: 9 at >=256 px, else 6)"})
@@ -30,14 +30,6 @@ class CycleGANConfig:
     lambda_gp: float = field(default=10.0, metadata={"help": "gradient penalty weight (wgan-gp)"})
     n_critic: int = field(default=1, metadata={"help": "discriminator steps per generator step (5 with wgan-gp)"})
     pool_size: int = field(default=50, metadata={"help": "history of generated images shown to D"})
-    perceptual_weight: float = field(default=0.0, metadata={
-        "help": "weight of the feature distance between input and translation (needs --perceptual-net)"})
-    perceptual_net: str | None = field(default=None, metadata={
-        "help": "feature network file: torchvision VGG16/19 state dict, FID Inception weights or an imxlate classifier"})
-    perceptual_layer: str | None = field(default=None, metadata={
-        "help": "last feature layer (default relu3_3 for VGG, Mixed_5d for Inception, the last block of a classifier)"})
-    perceptual_kind: str | None = field(default=None, metadata={"help": "recorded: the kind of --perceptual-net"})
-    perceptual_sha256: str | None = field(default=None, metadata={"help": "recorded: the SHA-256 of --perceptual-net"})
     one_way: bool = field(default=False, metadata={
         "help": "G_ab only (first -> second domain): a single imported generator; not trainable"})
     lr: float = 2e-4

@@ -24,12 +24,12 @@ from ..errors import ImxlateError
 from ..nets.common import NORMS, init_weights
 from ..nets.patchgan import PatchDiscriminator
 from ..nets.unit import Decoder, Encoder, LatentDiscriminator, code_channels, residual_blocks
-from ..perceptual import perceptual_from_config, record_perceptual
+from ..perceptual import PerceptualOptions, perceptual_from_config, record_perceptual
 from .base import Family, frozen, scalars
 
 
 @dataclass
-class SharedLatentConfig:
+class SharedLatentConfig(PerceptualOptions):
     ngf: int = field(default=64, metadata={"help": "encoder/decoder filters in the first layer (codes: 4x ngf channels)"})
     ndf: int = field(default=64, metadata={"help": "discriminator filters in the first layer"})
     n_blocks: int = field(default=4, metadata={"help": "residual blocks in each encoder and each decoder (UNIT: 4)"})
@@ -48,14 +48,6 @@ class SharedLatentConfig:
         "help": "weight of fooling a discriminator that tells the domains' codes apart (0: off)"})
     semantic_weight: float = field(default=0.0, metadata={
         "help": "weight of code(translation) = code(input), L1 (0: off)"})
-    perceptual_weight: float = field(default=0.0, metadata={
-        "help": "weight of the feature distance between input and translation (needs --perceptual-net)"})
-    perceptual_net: str | None = field(default=None, metadata={
-        "help": "feature network file: torchvision VGG16/19 state dict, FID Inception weights or an imxlate classifier"})
-    perceptual_layer: str | None = field(default=None, metadata={
-        "help": "last feature layer (default relu3_3 for VGG, Mixed_5d for Inception, the last block of a classifier)"})
-    perceptual_kind: str | None = field(default=None, metadata={"help": "recorded: the kind of --perceptual-net"})
-    perceptual_sha256: str | None = field(default=None, metadata={"help": "recorded: the SHA-256 of --perceptual-net"})
     lambda_gp: float = field(default=10.0, metadata={"help": "gradient penalty weight (wgan-gp)"})
     n_critic: int = field(default=1, metadata={"help": "discriminator steps per generator step (5 with wgan-gp)"})
     lr: float = 1e-4
