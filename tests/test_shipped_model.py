@@ -36,7 +36,8 @@ def test_readme_first_command(tmp_path):
         assert diff.mean() > 1.0  # the model changed the picture
 
 
-def test_shipped_model_is_found_by_domain_and_described():
+def test_shipped_model_is_found_by_domain_and_described(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./runs here: the shipped model is the one that knows the domain
     assert shipped_models(), "no model under weights/"
     model = imxlate.load(to="twemoji")
     assert set(model.domains) == {"twemoji", "noto"}
@@ -44,5 +45,5 @@ def test_shipped_model_is_found_by_domain_and_described():
     img = Image.open(sorted(EXAMPLES.rglob("*.png"))[0])
     assert model.translate(img, to="noto").size == img.size
     exe = Path(sys.executable).parent / "imxlate"
-    info = subprocess.run([str(exe), "info"], capture_output=True, text=True, timeout=120)
+    info = subprocess.run([str(exe), "info"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert info.returncode == 0 and "twemoji" in info.stdout and "cyclegan" in info.stdout
