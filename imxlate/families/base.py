@@ -200,6 +200,28 @@ class Family:
         else:
             opt.step()
 
+    def alternate(self, step: int, discriminators, generator_losses, fakes, discriminator_losses) -> dict:
+        """One GAN iteration: a generator update every cfg.n_critic steps (discriminators frozen), then a
+        discriminator update -> the losses of both.
+
+        generator_losses() -> (total, parts, fake); fakes() -> the same `fake` without gradients, for the
+        steps where only the discriminators train; discriminator_losses(fake) -> named losses, summed.
+        """
+        out = {}
+        if step % self.cfg.n_critic == 0:
+            with frozen(*discriminators), self.autocast():
+                loss_g, parts, fake = generator_losses()
+            self.update("G", loss_g, step // self.cfg.n_critic)
+            out.update(scalars(parts))
+        else:
+            with torch.no_grad(), self.autocast():
+                fake = fakes()
+        with self.autocast():
+            parts_d = discriminator_losses(fake)
+        self.update("D", sum(parts_d.values()), step)
+        out.update(scalars(parts_d))
+        return out
+
     def set_lr_factor(self, factor: float) -> None:
         """Scale every optimizer's learning rate to `factor` x its initial value."""
         for opt in self.opts.values():

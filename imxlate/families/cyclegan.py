@@ -11,7 +11,7 @@ from ..nets.common import init_weights
 from ..nets.patchgan import PatchDiscriminator
 from ..nets.resnet import ResnetGenerator
 from ..perceptual import PerceptualOptions, perceptual_from_config, record_perceptual
-from .base import Family, ImagePool, frozen, scalars
+from .base import Family, ImagePool
 
 
 @dataclass
@@ -111,21 +111,14 @@ class CycleGAN(Family):
         real_a = batch["images"][a].to(self.device)
         real_b = batch["images"][b].to(self.device)
         n = self.nets
-        out = {}
-        if step % self.cfg.n_critic == 0:
-            with frozen(n["D_a"], n["D_b"]), self.autocast():
-                loss_g, parts, (fake_a, fake_b) = self.generator_losses(real_a, real_b)
-            self.update("G", loss_g, step // self.cfg.n_critic)
-            out.update(scalars(parts))
-        else:
-            with torch.no_grad(), self.autocast():
-                fake_a, fake_b = n["G_ba"](real_b), n["G_ab"](real_a)
-        with self.autocast():
-            loss_da = self.discriminator_loss(n["D_a"], real_a, self.pools["a"].query(fake_a, self.rng))
-            loss_db = self.discriminator_loss(n["D_b"], real_b, self.pools["b"].query(fake_b, self.rng))
-        self.update("D", loss_da + loss_db, step)
-        out.update(scalars({"D_a": loss_da, "D_b": loss_db}))
-        return out
+
+        def discriminator_losses(fake):
+            fake_a, fake_b = fake
+            return {"D_a": self.discriminator_loss(n["D_a"], real_a, self.pools["a"].query(fake_a, self.rng)),
+                    "D_b": self.discriminator_loss(n["D_b"], real_b, self.pools["b"].query(fake_b, self.rng))}
+
+        return self.alternate(step, (n["D_a"], n["D_b"]), lambda: self.generator_losses(real_a, real_b),
+                              lambda: (n["G_ba"](real_b), n["G_ab"](real_a)), discriminator_losses)
 
     def directions(self):
         a, b = self.domains

@@ -17,7 +17,7 @@ from .. import losses
 from ..errors import ImxlateError
 from ..nets.common import NORMS
 from ..nets.discogan import DiscoDiscriminator, EncoderDecoderGenerator
-from .base import Family, frozen, scalars
+from .base import Family
 
 VARIANTS = ("discogan", "recongan", "gan")
 DISTANCES = ("mse", "l1", "cosine")
@@ -159,21 +159,11 @@ class DiscoGAN(Family):
 
     def train_step(self, batch, step):
         real = {k: batch["images"][d].to(self.device) for k, d in zip("ab", self.domains)}
-        out = {}
-        if step % self.cfg.n_critic == 0:
-            with frozen(*(self.nets[k] for k in self.nets if k.startswith("D"))), self.autocast():
-                loss_g, parts, fakes = self.generator_losses(real["a"], real["b"])
-            self.update("G", loss_g, step // self.cfg.n_critic)
-            out.update(scalars(parts))
-        else:
-            with torch.no_grad(), self.autocast():
-                fakes = self.fakes(real["a"], real["b"])
-        with self.autocast():
-            parts_d = {f"D_{k}": self.discriminator_loss(self.nets[f"D_{k}"], real[k], fake)
-                       for k, fake in fakes.items()}
-        self.update("D", sum(parts_d.values()), step)
-        out.update(scalars(parts_d))
-        return out
+        return self.alternate(
+            step, [self.nets[k] for k in self.nets if k.startswith("D")],
+            lambda: self.generator_losses(real["a"], real["b"]), lambda: self.fakes(real["a"], real["b"]),
+            lambda fakes: {f"D_{k}": self.discriminator_loss(self.nets[f"D_{k}"], real[k], fake)
+                           for k, fake in fakes.items()})
 
     # ---- inference ----
     def translate(self, x, dst, src=None, generator=None):

@@ -25,7 +25,7 @@ from ..nets.common import NORMS, init_weights
 from ..nets.patchgan import PatchDiscriminator
 from ..nets.unit import Decoder, Encoder, LatentDiscriminator, code_channels, residual_blocks
 from ..perceptual import PerceptualOptions, perceptual_from_config, record_perceptual
-from .base import Family, frozen, scalars
+from .base import Family
 
 
 @dataclass
@@ -188,24 +188,17 @@ class SharedLatent(Family):
         real_a = batch["images"][a].to(self.device)
         real_b = batch["images"][b].to(self.device)
         n = self.nets
-        discs = [n[k] for k in n if k.startswith("D")]
-        out = {}
-        if step % self.cfg.n_critic == 0:
-            with frozen(*discs), self.autocast():
-                loss_g, parts, t = self.generator_losses(real_a, real_b)
-            self.update("G", loss_g, step // self.cfg.n_critic)
-            out.update(scalars(parts))
-        else:
-            with torch.no_grad(), self.autocast():
-                t = self.translations(real_a, real_b)
-        with self.autocast():
+
+        def discriminator_losses(t):
             parts_d = {"D_a": self.discriminator_loss(n["D_a"], real_a, t["fake_a"]),
                        "D_b": self.discriminator_loss(n["D_b"], real_b, t["fake_b"])}
             if "D_z" in n:
                 parts_d["D_z"] = self.latent_loss(t["h_a"].detach(), t["h_b"].detach())
-        self.update("D", sum(parts_d.values()), step)
-        out.update(scalars(parts_d))
-        return out
+            return parts_d
+
+        return self.alternate(step, [n[k] for k in n if k.startswith("D")],
+                              lambda: self.generator_losses(real_a, real_b),
+                              lambda: self.translations(real_a, real_b), discriminator_losses)
 
     # ---- inference: the code's mean, no noise (UNIT at test time) ----
     def translate(self, x, dst, src=None, generator=None):
