@@ -11,6 +11,17 @@ import torch.nn as nn
 from .common import conv_bias, norm_layer
 
 
+def upsampling(channels: int, kind: str, bias: bool) -> list[nn.Module]:
+    """x2 upsampling to half the channels: a transposed convolution (the reference), or a nearest
+    resize + convolution, which avoids checkerboard artefacts (Odena et al. 2016)."""
+    if kind == "transpose":
+        return [nn.ConvTranspose2d(channels, channels // 2, 3, stride=2, padding=1, output_padding=1, bias=bias)]
+    if kind == "resize":
+        return [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1),
+                nn.Conv2d(channels, channels // 2, 3, bias=bias)]
+    raise ValueError(f"unknown upsampling {kind!r}; choose transpose or resize")
+
+
 class ResnetBlock(nn.Module):
     """x + conv_block(x): pad, 3x3 conv, norm, ReLU, [dropout 0.5], pad, 3x3 conv, norm."""
 
@@ -41,13 +52,7 @@ class ResnetGenerator(nn.Module):
         layers += [ResnetBlock(4 * ngf, norm, dropout) for _ in range(n_blocks)]
         for i in range(2):
             c = ngf * 2 ** (2 - i)
-            if upsample == "transpose":
-                up = [nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1, bias=bias)]
-            elif upsample == "resize":  # nearest resize + conv avoids checkerboard artefacts (Odena et al. 2016)
-                up = [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1), nn.Conv2d(c, c // 2, 3, bias=bias)]
-            else:
-                raise ValueError(f"unknown upsampling {upsample!r}; choose transpose or resize")
-            layers += up + [norm_layer(norm, c // 2), nn.ReLU(True)]
+            layers += upsampling(c, upsample, bias) + [norm_layer(norm, c // 2), nn.ReLU(True)]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_ch, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from .common import apply_spectral_norm, conv_bias, norm_layer
-from .resnet import ResnetBlock
+from .resnet import ResnetBlock, upsampling
 
 DOWNSAMPLINGS = 2  # stride-2 layers in an encoder (and upsamplings in a decoder): codes are H/4 x W/4
 
@@ -56,13 +56,7 @@ class Decoder(nn.Module):
         layers = list(residual_blocks(dim, n_blocks - len(shared), norm))
         for i in range(DOWNSAMPLINGS):
             c = dim // 2**i
-            if upsample == "transpose":
-                up = [nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1, bias=bias)]
-            elif upsample == "resize":  # nearest resize + conv avoids checkerboard artefacts (Odena et al. 2016)
-                up = [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1), nn.Conv2d(c, c // 2, 3, bias=bias)]
-            else:
-                raise ValueError(f"unknown upsampling {upsample!r}; choose transpose or resize")
-            layers += up + [norm_layer(norm, c // 2), nn.ReLU(True)]
+            layers += upsampling(c, upsample, bias) + [norm_layer(norm, c // 2), nn.ReLU(True)]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7), nn.Tanh()]
         self.shared = shared
         self.private = nn.Sequential(*layers)
