@@ -80,6 +80,8 @@ def train(
     log_every: int = typer.Option(10, help="loss log line every N steps"),
     amp: str = typer.Option("none", help="mixed precision on CUDA: none | bf16 | fp16"),
     gradient_accumulation: int = typer.Option(1, help="average gradients over N steps before an update"),
+    ema: float = typer.Option(0.0, help="moving average of the translation networks' weights, e.g. 0.999 "
+                              "(0: off); the model file and sample grids use the average"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ):
     """Train a translation model on folders of unpaired images.
@@ -107,7 +109,9 @@ def train(
                       load_size=load_size, crop_size=crop_size, preprocess=preprocess, no_flip=no_flip,
                       max_images=max_images, seed=seed, device=device, workers=workers, save_every=save_every,
                       sample_every=sample_every, log_every=log_every, amp=amp,
-                      gradient_accumulation=gradient_accumulation)
+                      gradient_accumulation=gradient_accumulation, ema=ema)
+    if not 0 <= ema < 1:
+        raise ImxlateError(f"--ema {ema}: a decay in [0, 1), e.g. 0.999 (0 turns it off)")
     family_args = parse_extra_args(extra)
     if resume and family_args:
         raise ImxlateError("a resumed run keeps its recipe; drop the family options (only --steps, --device, --workers change)")

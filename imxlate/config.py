@@ -37,6 +37,8 @@ class TrainConfig:
     log_every: int = 10
     amp: str = "none"
     gradient_accumulation: int = 1
+    ema: float = field(default=0.0, metadata={
+        "help": "decay of a moving average of the translation networks, e.g. 0.999; model file and samples use it"})
 
     def resolved(self, family_defaults: dict) -> "TrainConfig":
         """Fill None fields from the family's defaults, then the generic ones."""

@@ -227,6 +227,7 @@ def _train(cfg, family_args, resume, quiet, rank, world, local) -> Path:
     family.to(device)
     family.rng.manual_seed(cfg.seed + 7919 * rank)
     family.setup_training(cfg.amp, cfg.gradient_accumulation)
+    family.start_ema(cfg.ema)
     if dist.is_initialized():  # one starting point on every rank
         for p in [*family.nets.parameters(), *family.nets.buffers()]:
             dist.broadcast(p.data, 0)
@@ -276,7 +277,7 @@ def _train(cfg, family_args, resume, quiet, rank, world, local) -> Path:
         if rank != 0:
             return
         family.eval()
-        with torch.no_grad():
+        with torch.no_grad(), family.averaged():
             rows = family.sample_rows(fixed)
         family.train()
         (run_dir / "samples").mkdir(exist_ok=True)
@@ -317,6 +318,7 @@ def _train(cfg, family_args, resume, quiet, rank, world, local) -> Path:
                 for batch in loader:
                     family.set_lr_factor(family.lr_factor(step, schedule_total, decay_start))
                     losses = family.train_step(batch, step)
+                    family.update_ema(step)
                     bad = [k for k, v in losses.items() if not math.isfinite(v)]
                     if bad:
                         raise Stop(f"loss {bad[0]} became {losses[bad[0]]} at step {step + 1}")
@@ -366,11 +368,13 @@ def _train(cfg, family_args, resume, quiet, rank, world, local) -> Path:
     save_checkpoint()
     write_samples()
     if rank == 0:
-        store.save_model(family, run_dir / MODEL,
-                         training={"steps": step, "planned_steps": stop, "epochs": round(step / steps_per_epoch, 3),
-                                   "batch_size": cfg.batch_size, "global_batch": cfg.batch_size * world,
-                                   "seed": cfg.seed, "wall_time_s": round(elapsed, 1), "device": str(device),
-                                   "config": to_dict(cfg)},
-                         data=meta["data"])
+        with family.averaged():
+            store.save_model(family, run_dir / MODEL,
+                             training={"steps": step, "planned_steps": stop,
+                                       "epochs": round(step / steps_per_epoch, 3),
+                                       "batch_size": cfg.batch_size, "global_batch": cfg.batch_size * world,
+                                       "seed": cfg.seed, "wall_time_s": round(elapsed, 1), "device": str(device),
+                                       "moving_average": cfg.ema, "config": to_dict(cfg)},
+                             data=meta["data"])
         _say(rank, quiet, f"Done: {step} steps in {elapsed:.0f}s. Model: {run_dir / MODEL}")
     return run_dir

@@ -94,10 +94,10 @@ def test_model_file_alone_rebuilds_the_networks(two_domains, monkeypatch):
     assert tr.translate(x, to="photos").shape == (2, 3, 20, 28)
 
 
-@pytest.mark.parametrize("workers", [0, 1])
-def test_resume_is_bit_identical(two_domains, monkeypatch, workers):
+@pytest.mark.parametrize("workers, ema", [(0, 0), (1, 0.9)])
+def test_resume_is_bit_identical(two_domains, monkeypatch, workers, ema):
     monkeypatch.chdir(two_domains)
-    common = ["--domains", "photos", "vangogh", "--workers", workers, "--dropout", *TINY]
+    common = ["--domains", "photos", "vangogh", "--workers", workers, "--dropout", "--ema", ema, *TINY]
     cli("train", *common, "--steps", "5", "--out", "straight")
     cli("train", *common, "--steps", "2", "--out", "split")
     cli("train", "--resume", "split", "--steps", "5", "--workers", workers, "--quiet")
@@ -119,6 +119,23 @@ def test_resume_is_bit_identical(two_domains, monkeypatch, workers):
     for k in ta:
         assert torch.equal(ta[k], tb[k]), k
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+
+
+def test_moving_average_goes_into_the_model_file(two_domains, monkeypatch):
+    monkeypatch.chdir(two_domains)
+    cli("train", "--domains", "photos", "vangogh", "--steps", "4", "--ema", "0.999", *TINY)
+    state = store.load_checkpoint("runs/photos2vangogh/checkpoint.safetensors")["family_state"]
+    saved, _ = store.read_file("runs/photos2vangogh/model.safetensors")
+    ema, live = state["ema"], state["nets"]
+    assert set(ema) == set(saved) and len(ema) > 20
+    for k, v in saved.items():  # the file holds the average, which lags the live weights
+        assert torch.equal(v, ema[k]), k
+    first = "G_ab.model.1.weight"
+    live_w = live["G_ab"][first.removeprefix("G_ab.")]
+    assert not torch.equal(saved[first], live_w)
+    assert store.read_metadata("runs/photos2vangogh/model.safetensors")["training"]["moving_average"] == 0.999
+    result = cli("train", "--domains", "photos", "vangogh", "--ema", "1.5", *TINY, ok=False)
+    assert result.exit_code == 2 and "--ema 1.5" in result.output
 
 
 def test_image_modes_and_orientation(tmp_path):
