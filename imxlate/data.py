@@ -23,11 +23,19 @@ def is_image(path: Path) -> bool:
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    """All image files under `folder`, recursively, sorted by relative path."""
+    """All image files under `folder`, recursively (following linked folders, each once), sorted by path."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ImxlateError(f"{folder} is not a folder")
-    return sorted(p for p in folder.rglob("*") if p.is_file() and is_image(p))
+    found, seen = [], set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link back up the tree, or a second link to the same folder
+            dirs[:] = []
+            continue
+        seen.add(real)
+        found += [p for p in (Path(root) / f for f in files) if p.is_file() and is_image(p)]
+    return sorted(found)
 
 
 def expand_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:

@@ -176,6 +176,18 @@ def test_corrupt_files_are_skipped_and_reported(two_domains, monkeypatch):
     assert len(list(Path("out").iterdir())) == 4
 
 
+def test_linked_folders_are_followed_once(tmp_path):
+    from imxlate.data import list_images
+    write_images(tmp_path / "elsewhere", 3)
+    write_images(tmp_path / "photos", 2)
+    (tmp_path / "photos" / "more").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "photos" / "same").symlink_to(tmp_path / "elsewhere")  # a second link to the same folder
+    (tmp_path / "photos" / "loop").symlink_to(tmp_path / "photos")     # a link back up the tree
+    (tmp_path / "photos" / "gone.png").symlink_to(tmp_path / "missing.png")
+    found = list_images(tmp_path / "photos")
+    assert len(found) == 5 and len({p.resolve() for p in found}) == 5
+
+
 def test_user_errors_are_one_line(two_domains, monkeypatch):
     monkeypatch.chdir(two_domains)
     Path("empty").mkdir()
