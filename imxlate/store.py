@@ -36,6 +36,9 @@ def atomic_save(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path
     os.close(fd)
     try:
         save_file(_unshared(tensors), tmp, metadata=metadata)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a model file gets the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -84,6 +84,9 @@ def test_model_file_alone_rebuilds_the_networks(two_domains, monkeypatch):
     model = Path("runs/photos2vangogh/model.safetensors")
     tensors, _ = store.read_file(model)
     assert {k.split(".")[0] for k in tensors} == {"G_ab", "G_ba"}  # generators only
+    umask = os.umask(0)
+    os.umask(umask)
+    assert model.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
     family = store.load_model(model)
     assert param_count(family.nets["G_ab"]) == param_count(ResnetGenerator(ngf=8, n_blocks=2))
     tr = imxlate.load(model)
