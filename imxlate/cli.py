@@ -110,8 +110,6 @@ def train(
                       max_images=max_images, seed=seed, device=device, workers=workers, save_every=save_every,
                       sample_every=sample_every, log_every=log_every, amp=amp,
                       gradient_accumulation=gradient_accumulation, ema=ema)
-    if not 0 <= ema < 1:
-        raise ImxlateError(f"--ema {ema}: a decay in [0, 1), e.g. 0.999 (0 turns it off)")
     family_args = parse_extra_args(extra)
     if resume and family_args:
         raise ImxlateError("a resumed run keeps its recipe; drop the family options (only --steps, --device, --workers change)")

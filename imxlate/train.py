@@ -209,6 +209,8 @@ def _train(cfg, family_args, resume, quiet, rank, world, local) -> Path:
         raise ImxlateError("name at least two domains, e.g. --domains photos vangogh")
     if cfg.preprocess not in ("resize_and_crop", "crop", "scale_width", "none"):
         raise ImxlateError(f"--preprocess {cfg.preprocess}: use resize_and_crop, crop, scale_width or none")
+    if not 0 <= cfg.ema < 1:
+        raise ImxlateError(f"--ema {cfg.ema}: a decay in [0, 1), e.g. 0.999 (0 turns it off)")
 
     device = pick_device(cfg.device, local if world > 1 else None)
     data_root = Path(cfg.data)
@@ -374,7 +376,7 @@ def _train(cfg, family_args, resume, quiet, rank, world, local) -> Path:
                                        "epochs": round(step / steps_per_epoch, 3),
                                        "batch_size": cfg.batch_size, "global_batch": cfg.batch_size * world,
                                        "seed": cfg.seed, "wall_time_s": round(elapsed, 1), "device": str(device),
-                                       "moving_average": cfg.ema, "config": to_dict(cfg)},
+                                       "config": to_dict(cfg)},
                              data=meta["data"])
         _say(rank, quiet, f"Done: {step} steps in {elapsed:.0f}s. Model: {run_dir / MODEL}")
     return run_dir

@@ -136,7 +136,7 @@ def test_moving_average_goes_into_the_model_file(two_domains, monkeypatch):
     first = "G_ab.model.1.weight"
     live_w = live["G_ab"][first.removeprefix("G_ab.")]
     assert not torch.equal(saved[first], live_w)
-    assert store.read_metadata("runs/photos2vangogh/model.safetensors")["training"]["moving_average"] == 0.999
+    assert store.read_metadata("runs/photos2vangogh/model.safetensors")["training"]["config"]["ema"] == 0.999
     result = cli("train", "--domains", "photos", "vangogh", "--ema", "1.5", *TINY, ok=False)
     assert result.exit_code == 2 and "--ema 1.5" in result.output
 
