@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -27,20 +26,12 @@ import torch
 from PIL import Image
 
 from imxlate import metrics as M
+from imxlate.train import describe_machine
 
 
 def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     blas = os.environ.get("OPENBLAS_NUM_THREADS", "default")
-    return (f"{model}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"numpy {np.__version__}, scipy {scipy.__version__}, OPENBLAS_NUM_THREADS={blas}")
+    return f"{describe_machine()}, numpy {np.__version__}, scipy {scipy.__version__}, OPENBLAS_NUM_THREADS={blas}"
 
 
 def fid_scipy(f1: np.ndarray, f2: np.ndarray) -> float:

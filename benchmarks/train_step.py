@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _machine import describe, median  # noqa: E402
+from _machine import median  # noqa: E402
 
 from imxlate.families.cyclegan import CycleGAN, CycleGANConfig  # noqa: E402
-from imxlate.train import pick_device  # noqa: E402
+from imxlate.train import describe_machine, pick_device  # noqa: E402
 
 
 def main() -> None:
@@ -44,7 +44,7 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append((time.perf_counter() - t0) / args.steps)
-    print(f"machine: {describe(device)}; device {device}")
+    print(f"machine: {describe_machine(device)}; device {device}")
     print(f"train step {args.size}x{args.size}, batch 1: {median(times):.3f} s/iteration "
           f"(median of {len(times)} x {args.steps} steps; all: {', '.join(f'{t:.3f}' for t in times)})")
 

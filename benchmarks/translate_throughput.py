@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _machine import describe, median  # noqa: E402
+from _machine import median  # noqa: E402
 
 from imxlate.families.cyclegan import CycleGAN, CycleGANConfig  # noqa: E402
-from imxlate.train import pick_device  # noqa: E402
+from imxlate.train import describe_machine, pick_device  # noqa: E402
 from imxlate.translate import Translator  # noqa: E402
 
 
@@ -47,7 +47,7 @@ def main() -> None:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             rates[batch].append(n / (time.perf_counter() - t0))
-    print(f"machine: {describe(device)}; device {device}")
+    print(f"machine: {describe_machine(device)}; device {device}")
     for batch, r in rates.items():
         print(f"translate {args.size}x{args.size}, batch {batch}: {median(r):.2f} images/s "
               f"(median of {len(r)}; all: {', '.join(f'{v:.2f}' for v in r)})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import random
 import signal
 import time
@@ -49,6 +50,20 @@ def pick_device(spec: str = "auto", local_rank: int | None = None) -> torch.devi
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ImxlateError("--device mps: MPS is not available here; use --device cpu or auto")
     return dev
+
+
+def describe_machine(device: torch.device | None = None) -> str:
+    """CPU model, cores, torch threads and version, and the GPU when `device` is CUDA (for figures we print)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    text = f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    if device is not None and device.type == "cuda":
+        text += f", {torch.cuda.get_device_name(device)}"
+    return text
 
 
 # ---- distributed (torchrun) -------------------------------------------------------------------

@@ -25,7 +25,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -42,7 +41,7 @@ from imxlate.config import TrainConfig
 from imxlate.data import list_images, load_rgb, to_image, to_tensor
 from imxlate.nets.classifier import classify, load_classifier, train_classifier
 from imxlate.paired import paired_scores
-from imxlate.train import train
+from imxlate.train import describe_machine, train
 
 # Shared-latent base: within-domain reconstruction and the image GANs only (no shared weights, no KL,
 # no cycle, no latent discriminator, no semantic consistency); each row below adds exactly one.
@@ -304,17 +303,6 @@ def draw_grid(panels: list, path: Path, cell: int = 64, label_w: int = 170, gap:
     grid.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=True)
 
 
-def machine() -> str:
-    """CPU model, cores and torch threads, as the benchmarks print them."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
-
-
 def command_line(argv: list[str], path_options: set[str]) -> str:
     """The command as run from the current folder, path arguments made relative (no machine paths)."""
     out = ["python", os.path.relpath(sys.argv[0])]
@@ -371,7 +359,7 @@ def main() -> None:
     cmd = command_line(sys.argv[1:], {"--digits", "--emoji", "--work", "--out-md", "--grid"})
     block = "\n\n".join(parts) + (f"\n\nMean ± standard deviation over seeds. Command: `{cmd}` "
                                   f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}); "
-                                  f"machine: {machine()}; total wall time {total / 60:.1f} min "
+                                  f"machine: {describe_machine()}; total wall time {total / 60:.1f} min "
                                   f"(classifiers, training and scoring; {len(REUSED)} run(s) reused from "
                                   "an earlier invocation).")
     say("\n" + block)
