@@ -39,7 +39,8 @@ import imxlate
 from imxlate import store
 from imxlate.config import TrainConfig
 from imxlate.data import list_images, load_rgb, to_image, to_tensor
-from imxlate.nets.classifier import classify, load_classifier, train_classifier
+from imxlate.evaluate import class_labels, classified_accuracy
+from imxlate.nets.classifier import load_classifier, train_classifier
 from imxlate.paired import paired_scores
 from imxlate.train import describe_machine, train
 
@@ -121,9 +122,30 @@ def translate_all(tr, x: torch.Tensor, to: str, src: str, batch: int = 64) -> li
     return [to_image(y) for i in range(0, len(x), batch) for y in tr.translate_tensor(x[i:i + batch], to, src)]
 
 
-def agreement(predicted: list[str], labels: list[str]) -> float:
-    """Share of predictions equal to the labels: label preservation when the labels are the inputs' digits."""
-    return sum(p == t for p, t in zip(predicted, labels)) / len(labels)
+def train_and_score(rows: dict, seeds: int, train_one, x: dict, directions, score, picks: dict, label: str, show):
+    """Every method, every seed: train (or reuse) it, translate each direction's test inputs, score them.
+
+    directions: (source, target, column) triples; train_one(name, family, opts, seed) -> (model, seconds);
+    score(src, dst, translations) -> a figure; picks[src]: indices of the inputs the grid shows;
+    show(figure) -> its text in the progress line.
+    -> ({name: {column: [figure per seed], "s": [seconds per seed]}}, {(src, dst): {name: seed-0 pictures}}).
+    """
+    results = {name: {**{col: [] for _, _, col in directions}, "s": []} for name in rows}
+    shown = {(src, dst): {} for src, dst, _ in directions}
+    for name, (family, opts) in rows.items():
+        for seed in range(seeds):
+            model, seconds = train_one(name, family, opts, seed)
+            tr = imxlate.load(model, device="cpu")
+            for src, dst, col in directions:
+                fakes = translate_all(tr, x[src], dst, src)
+                results[name][col].append(score(src, dst, fakes))
+                if seed == 0:
+                    shown[(src, dst)][name] = [fakes[i] for i in picks[src]]
+            results[name]["s"].append(seconds)
+            say(f"{label} | {name} | seed {seed} | "
+                + " | ".join(f"{src[0]}->{dst[0]} {show(results[name][col][-1])}" for src, dst, col in directions)
+                + f" | {seconds:.0f} s")
+    return results, shown
 
 
 def summary(values: list[float], digits: int) -> str:
@@ -155,25 +177,17 @@ def digits_table(data: Path, work: Path, seeds: int, steps: int, batch: int, clf
     rows = methods(perceptual)
     tests = {d: list_images(data / "test" / d) for d in (h, p)}
     x = {d: load_stack(tests[d]) for d in (h, p)}
-    labels = {d: [f.relative_to(data / "test" / d).parts[0] for f in tests[d]] for d in (h, p)}  # digit folders
-    results = {name: {"hp": [], "ph": [], "s": []} for name in rows}
-    shown = {(h, p): {}, (p, h): {}}
+    labels = {d: class_labels(data / "test" / d, tests[d]) for d in (h, p)}  # digit folders
     picks = {d: first_of_each_class(data / "test" / d, tests[d]) for d in (h, p)}  # indices into tests[d]
-    for name, (family, opts) in rows.items():
-        for seed in range(seeds):
-            model, seconds = run_model(work, name, family, opts, data, [h, p], 32, steps, batch, seed, flip=False)
-            tr = imxlate.load(model, device="cpu")
-            for src, dst, col in ((h, p, "hp"), (p, h, "ph")):
-                fakes = translate_all(tr, x[src], dst, src)
-                results[name][col].append(agreement(classify(judges[dst], fakes), labels[src]))
-                if seed == 0:
-                    shown[(src, dst)][name] = [fakes[i] for i in picks[src]]
-            results[name]["s"].append(seconds)
-            say(f"digits | {name} | seed {seed} | h->p {results[name]['hp'][-1]:.3f} "
-                f"p->h {results[name]['ph'][-1]:.3f} | {seconds:.0f} s")
+    directions = ((h, p, "hp"), (p, h, "ph"))
+    results, shown = train_and_score(
+        rows, seeds, lambda name, family, opts, seed: run_model(work, name, family, opts, data, [h, p], 32, steps,
+                                                                batch, seed, flip=False),
+        x, directions, lambda src, dst, fakes: classified_accuracy(judges[dst], fakes, labels[src]), picks,
+        "digits", lambda v: f"{v:.3f}")
     # The input itself, judged by the target domain's classifier: what translating has to beat.
-    identity = {col: agreement(classify(judges[dst], tests[src]), labels[src]) for src, dst, col in ((h, p, "hp"), (p, h, "ph"))}
-    ceiling = {d: agreement(classify(judges[d], tests[d]), labels[d]) for d in (h, p)}  # a judge on its own domain
+    identity = {col: classified_accuracy(judges[dst], tests[src], labels[src]) for src, dst, col in directions}
+    ceiling = {d: classified_accuracy(judges[d], tests[d], labels[d]) for d in (h, p)}  # a judge on its own domain
     lines = ["| method | handwritten -> printed | printed -> handwritten | training loop s per run |",
              "|---|---:|---:|---:|",
              f"| no translation (the input itself) | {identity['hp']:.3f} | {identity['ph']:.3f} | - |"]
@@ -226,24 +240,15 @@ def emoji_table(data: Path, work: Path, seeds: int, steps: int, batch: int, clf_
     inputs = {d: list_images(data / "test" / d) for d in (a, b)}
     x = {d: load_stack(inputs[d]) for d in (a, b)}
     truth = {(src, dst): [load_rgb(data / "test" / dst / f.name) for f in inputs[src]] for src, dst in ((a, b), (b, a))}
-    results = {name: {k: [] for k in ("ab", "ba", "s")} for name in rows}
-    shown = {(a, b): {}, (b, a): {}}
-    picks = [len(inputs[a]) * k // 8 for k in range(8)]  # 8 test code points spread over the sorted list
-    for name, (family, opts) in rows.items():
-        for seed in range(seeds):
-            model, seconds = run_model(work, name, family, opts, data, [a, b], 64, steps, batch, seed, flip=True)
-            tr = imxlate.load(model, device="cpu")
-            for src, dst, col in ((a, b, "ab"), (b, a, "ba")):
-                fakes = translate_all(tr, x[src], dst, src)
-                results[name][col].append(paired_scores(fakes, truth[(src, dst)]))
-                if seed == 0:
-                    shown[(src, dst)][name] = [fakes[i] for i in picks]
-            results[name]["s"].append(seconds)
-            r = results[name]
-            say(f"emoji | {name} | seed {seed} | t->n L1 {r['ab'][-1]['l1']:.4f} top-1 {r['ab'][-1]['top1']:.3f} "
-                f"| n->t L1 {r['ba'][-1]['l1']:.4f} top-1 {r['ba'][-1]['top1']:.3f} | {seconds:.0f} s")
+    spread = [len(inputs[a]) * k // 8 for k in range(8)]  # 8 test code points spread over the sorted list
+    directions = ((a, b, "ab"), (b, a, "ba"))
+    results, shown = train_and_score(
+        rows, seeds, lambda name, family, opts, seed: run_model(work, name, family, opts, data, [a, b], 64, steps,
+                                                                batch, seed, flip=True),
+        x, directions, lambda src, dst, fakes: paired_scores(fakes, truth[(src, dst)]), {a: spread, b: spread},
+        "emoji", lambda v: f"L1 {v['l1']:.4f} top-1 {v['top1']:.3f}")
     identity = {col: paired_scores([load_rgb(f) for f in inputs[src]], truth[(src, dst)])
-                for src, dst, col in ((a, b, "ab"), (b, a, "ba"))}
+                for src, dst, col in directions}
     lines = [f"| method | {a} -> {b} L1 | SSIM | top-1 | {b} -> {a} L1 | SSIM | top-1 | training loop s per run |",
              "|---|---:|---:|---:|---:|---:|---:|---:|",
              "| no translation (the input itself) | " + " | ".join(
@@ -255,8 +260,8 @@ def emoji_table(data: Path, work: Path, seeds: int, steps: int, batch: int, clf_
     lines.append("")
     lines.append(f"{len(inputs[a])} held-out code points each way; L1 on a 0-1 scale (lower is better), "
                  "SSIM and top-1 retrieval higher is better.")
-    panels = [(f"emoji {src} -> {dst} (seed 0)", [load_rgb(inputs[src][i]) for i in picks],
-               [truth[(src, dst)][i] for i in picks], shown[(src, dst)]) for src, dst in ((a, b), (b, a))]
+    panels = [(f"emoji {src} -> {dst} (seed 0)", [load_rgb(inputs[src][i]) for i in spread],
+               [truth[(src, dst)][i] for i in spread], shown[(src, dst)]) for src, dst in ((a, b), (b, a))]
     return "\n".join(lines), panels
 
 

@@ -63,10 +63,7 @@ def load_classes(root: Path, classes: list[str]) -> tuple[torch.Tensor, torch.Te
 
 
 def setting_a_data(data: Path, work: Path) -> Path:
-    """A data root with domains digits0to4 and digits5to9: copies of the handwritten class folders.
-
-    Copies, not links: imxlate lists images recursively without following linked folders.
-    """
+    """A data root with domains digits0to4 and digits5to9: copies of the handwritten class folders."""
     root = work / "data_a"
     for domain, digits in (("digits0to4", "01234"), ("digits5to9", "56789")):
         for d in digits:
