@@ -247,33 +247,3 @@ def test_no_pickle_loading_in_the_package():
         for line in text.splitlines():
             if "torch.load(" in line:
                 assert path.name in foreign_readers and "weights_only=True" in line, (path, line)
-
-
-def test_residual_generator_starts_as_the_identity_and_keeps_the_key_layout():
-    plain, res = ResnetGenerator(ngf=8, n_blocks=2), ResnetGenerator(ngf=8, n_blocks=2, residual=True)
-    assert list(plain.state_dict()) == list(res.state_dict())  # same keys: model files and imports map alike
-    torch.nn.init.zeros_(res.model[-2].weight)
-    torch.nn.init.zeros_(res.model[-2].bias)
-    x = torch.rand(2, 3, 32, 24) * 2 - 1
-    x[:, :, :4] = 1.0  # a white border, where atanh(1) would be infinite
-    y = res(x)
-    assert torch.isfinite(y).all() and (y - x).abs().max() < 1.1e-3
-    with pytest.raises(ValueError, match="output channels"):
-        ResnetGenerator(3, 1, residual=True)
-
-
-def test_residual_cyclegan_trains_and_its_model_file_rebuilds_it(two_domains, monkeypatch):
-    monkeypatch.chdir(two_domains)
-    cli("train", "--data", ".", "--domains", "photos", "vangogh", "--steps", "3", "--residual", *TINY)
-    path = Path("runs/photos2vangogh/model.safetensors")
-    assert store.read_metadata(path)["config"]["residual"] is True
-    model = imxlate.load(path)
-    assert model.family.nets["G_ab"].residual
-    src = Image.open("input/img002.png").convert("RGB")
-    out = model.translate(src, to="vangogh")
-    assert out.size == src.size and out.tobytes() != src.tobytes()
-    # a plain generator with the same weights gives another image: the flag, not the weights, adds the input
-    plain = ResnetGenerator(3, 3, 8, 2, "instance")
-    plain.load_state_dict(model.family.nets["G_ab"].state_dict())
-    x = torch.rand(1, 3, 32, 32) * 2 - 1
-    assert not torch.allclose(plain(x), model.family.nets["G_ab"](x))

@@ -23,8 +23,6 @@ class CycleGANConfig(PerceptualOptions):
     norm: str = field(default="instance", metadata={"help": "instance | batch | none"})
     dropout: bool = field(default=False, metadata={"help": "dropout 0.5 in the residual blocks"})
     upsample: str = field(default="transpose", metadata={"help": "transpose (reference) | resize (no checkerboard)"})
-    residual: bool = field(default=False, metadata={
-        "help": "generators learn a change to the input (output = tanh(atanh(x) + G(x))), so they start as the identity"})
     gan_loss: str = field(default="lsgan", metadata={"help": "lsgan | vanilla | wgan-gp | hinge"})
     spectral_norm: bool = field(default=False, metadata={"help": "spectral norm on the discriminators"})
     lambda_cycle: float = field(default=10.0, metadata={"help": "cycle loss weight each way"})
@@ -64,7 +62,7 @@ class CycleGAN(Family):
     def build(self):
         c = self.cfg
         n_blocks = c.n_blocks if c.n_blocks is not None else 9
-        gen = lambda: init_weights(ResnetGenerator(3, 3, c.ngf, n_blocks, c.norm, c.dropout, c.upsample, c.residual))  # noqa: E731
+        gen = lambda: init_weights(ResnetGenerator(3, 3, c.ngf, n_blocks, c.norm, c.dropout, c.upsample))  # noqa: E731
         disc = lambda: init_weights(PatchDiscriminator(3, c.ndf, c.n_layers_d, c.norm, c.spectral_norm))  # noqa: E731
         if c.one_way:
             return {"G_ab": gen()}

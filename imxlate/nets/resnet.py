@@ -6,7 +6,6 @@ upsampling, output padding, convolution and tanh.
 """
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
 
 from .common import conv_bias, norm_layer
@@ -40,20 +39,11 @@ class ResnetBlock(nn.Module):
 
 
 class ResnetGenerator(nn.Module):
-    """(B, in_ch, H, W) in [-1, 1] -> (B, out_ch, H, W) in [-1, 1]; H and W multiples of 4.
-
-    With `residual`, the network learns a change to its input rather than a new image: the last
-    convolution's output is added to atanh(input) before the tanh, so a zero output is the identity
-    (residual image learning, Shen & Liu 2017). The keys are the same either way.
-    """
+    """(B, in_ch, H, W) in [-1, 1] -> (B, out_ch, H, W) in [-1, 1]; H and W multiples of 4."""
 
     def __init__(self, in_ch: int = 3, out_ch: int = 3, ngf: int = 64, n_blocks: int = 9,
-                 norm: str = "instance", dropout: bool = False, upsample: str = "transpose",
-                 residual: bool = False):
+                 norm: str = "instance", dropout: bool = False, upsample: str = "transpose"):
         super().__init__()
-        if residual and in_ch != out_ch:
-            raise ValueError(f"a residual generator needs as many output channels as input ({in_ch} != {out_ch})")
-        self.residual = residual
         bias = conv_bias(norm)
         layers = [nn.ReflectionPad2d(3), nn.Conv2d(in_ch, ngf, 7, bias=bias), norm_layer(norm, ngf), nn.ReLU(True)]
         for i in range(2):  # (B, ngf, H, W) -> (B, 4 ngf, H/4, W/4)
@@ -67,8 +57,4 @@ class ResnetGenerator(nn.Module):
         self.model = nn.Sequential(*layers)
 
     def forward(self, x):
-        if not self.residual:
-            return self.model(x)
-        # pixels at exactly +-1 (white backgrounds) would give atanh = inf: keep them just inside
-        eps = 1e-3
-        return torch.tanh(self.model[:-1](x) + torch.atanh(x.clamp(-1 + eps, 1 - eps)))
+        return self.model(x)
