@@ -71,8 +71,6 @@ def train(
     crop_size: Optional[int] = typer.Option(None, help="training image size (CycleGAN: 256)"),
     preprocess: str = typer.Option("resize_and_crop", help="resize_and_crop | crop | scale_width | none"),
     no_flip: bool = typer.Option(False, "--no-flip", help="no random horizontal flips"),
-    hue_jitter: float = typer.Option(0.0, help="rotate each training image's hue by a random amount up to this "
-                                     "fraction of the colour wheel (0-0.5; 0: off), so that colour alone tells no domain"),
     max_images: Optional[int] = typer.Option(None, help="use at most N images per domain"),
     seed: int = typer.Option(0, help="random seed (runs are repeatable)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps"),
@@ -108,7 +106,7 @@ def train(
         raise ImxlateError("name the domains to translate between, e.g. --domains photos vangogh")
     cfg = TrainConfig(domains=list(domains or []), data=str(data), model=model, out=str(out_dir) if out_dir else None,
                       steps=steps, epochs=epochs, epochs_decay=epochs_decay, batch_size=batch_size,
-                      load_size=load_size, crop_size=crop_size, preprocess=preprocess, no_flip=no_flip, hue_jitter=hue_jitter,
+                      load_size=load_size, crop_size=crop_size, preprocess=preprocess, no_flip=no_flip,
                       max_images=max_images, seed=seed, device=device, workers=workers, save_every=save_every,
                       sample_every=sample_every, log_every=log_every, amp=amp,
                       gradient_accumulation=gradient_accumulation, ema=ema)

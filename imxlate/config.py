@@ -28,8 +28,6 @@ class TrainConfig:
     crop_size: int | None = None
     preprocess: str = "resize_and_crop"
     no_flip: bool = False
-    hue_jitter: float = field(default=0.0, metadata={
-        "help": "rotate each training image's hue by up to this fraction of the colour wheel (0-0.5)"})
     max_images: int | None = None
     seed: int = 0
     device: str = "auto"

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps
-from torchvision.transforms.functional import adjust_hue
 
 from .errors import ImxlateError
 
@@ -105,14 +104,12 @@ def to_image(t: torch.Tensor) -> Image.Image:
 
 @dataclass
 class Transform:
-    """Training preprocessing as in the CycleGAN reference: resize, random crop, random flip; and,
-    when `hue` > 0, a random hue rotation of up to `hue` turns of the colour wheel (greys unchanged)."""
+    """Training preprocessing as in the CycleGAN reference: resize, random crop, random flip."""
 
     load_size: int = 286
     crop_size: int = 256
     preprocess: str = "resize_and_crop"
     flip: bool = True
-    hue: float = 0.0
 
     def __call__(self, img: Image.Image, g: torch.Generator) -> torch.Tensor:
         if self.preprocess == "resize_and_crop":
@@ -122,7 +119,7 @@ class Transform:
             img = img.resize((self.load_size, max(self.crop_size, round(h * self.load_size / w))), Image.BICUBIC)
         elif self.preprocess == "none":
             w, h = img.size  # keep the size, round down to a multiple of 4
-            return self._augment(to_tensor(img.crop((0, 0, w - w % 4, h - h % 4))), g)
+            return self._flip(to_tensor(img.crop((0, 0, w - w % 4, h - h % 4))), g)
         w, h = img.size
         if w < self.crop_size or h < self.crop_size:
             scale = self.crop_size / min(w, h)
@@ -131,16 +128,11 @@ class Transform:
         x = int(torch.randint(0, w - self.crop_size + 1, (1,), generator=g))
         y = int(torch.randint(0, h - self.crop_size + 1, (1,), generator=g))
         img = img.crop((x, y, x + self.crop_size, y + self.crop_size))
-        return self._augment(to_tensor(img), g)
+        return self._flip(to_tensor(img), g)
 
-    def _augment(self, t: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        """(3, H, W) in [-1, 1]: flip and hue rotation, drawn from `g` (one draw each, in this order)."""
+    def _flip(self, t: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         flip = bool(torch.rand((), generator=g) < 0.5)
-        t = t.flip(-1) if self.flip and flip else t
-        if self.hue > 0:  # no draw when off, so runs without it see the same augmentations as before
-            shift = float(torch.empty(()).uniform_(-self.hue, self.hue, generator=g))
-            t = adjust_hue(t.add(1).div(2), shift).mul(2).sub(1)
-        return t
+        return t.flip(-1) if self.flip and flip else t
 
 
 def _header_ok(path: Path) -> bool:

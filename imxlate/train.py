@@ -224,8 +224,6 @@ def _train(cfg, family_args, resume, quiet, rank, world, local) -> Path:
         raise ImxlateError("name at least two domains, e.g. --domains photos vangogh")
     if cfg.preprocess not in ("resize_and_crop", "crop", "scale_width", "none"):
         raise ImxlateError(f"--preprocess {cfg.preprocess}: use resize_and_crop, crop, scale_width or none")
-    if not 0 <= cfg.hue_jitter <= 0.5:
-        raise ImxlateError(f"--hue-jitter {cfg.hue_jitter}: a fraction of the colour wheel in [0, 0.5] (0 turns it off)")
     if not 0 <= cfg.ema < 1:
         raise ImxlateError(f"--ema {cfg.ema}: a decay in [0, 1), e.g. 0.999 (0 turns it off)")
 
@@ -251,7 +249,7 @@ def _train(cfg, family_args, resume, quiet, rank, world, local) -> Path:
         for p in [*family.nets.parameters(), *family.nets.buffers()]:
             dist.broadcast(p.data, 0)
 
-    dataset = UnpairedDataset(domains, Transform(cfg.load_size, cfg.crop_size, cfg.preprocess, not cfg.no_flip, cfg.hue_jitter), cfg.seed)
+    dataset = UnpairedDataset(domains, Transform(cfg.load_size, cfg.crop_size, cfg.preprocess, not cfg.no_flip), cfg.seed)
     steps_per_epoch = math.ceil(len(dataset) / (cfg.batch_size * world))
     schedule_total = (cfg.epochs + cfg.epochs_decay) * steps_per_epoch
     decay_start = cfg.epochs * steps_per_epoch
