@@ -11,10 +11,6 @@ kinds of file are recognised, by content rather than by name:
 - a classifier saved by the tool (`imxlate.nets.classifier`): a safetensors file whose metadata
   format is "imxlate-classifier"; features of its last conv block by default.
 
-`--perceptual-net pixels` names no file: the features are the pixels themselves, so the loss is the
-mean squared difference between input and translation (SimGAN's self-regularisation, Shrivastava et
-al. 2017), which keeps translations close to their inputs where the domains share their layout.
-
 A family records the file's path, kind, layer and SHA-256 in its config (`record_perceptual` in
 `resolve_config`), and builds the loss when training starts (`perceptual_from_config`), refusing a
 file whose SHA-256 changed since the run began.
@@ -32,8 +28,7 @@ from . import store
 from .errors import ImxlateError
 from .nets.classifier import is_classifier_file, load_classifier
 
-KINDS = ("vgg16", "vgg19", "inception", "classifier", "pixels")
-PIXELS = "pixels"  # --perceptual-net pixels: no network, the image itself
+KINDS = ("vgg16", "vgg19", "inception", "classifier")
 # torchvision's VGG feature layouts: output channels of each 3x3 conv, "M" for a 2x2 max pool.
 VGG_LAYOUTS = {
     "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
@@ -47,7 +42,7 @@ DEFAULT_LAYER = {"vgg16": "relu3_3", "vgg19": "relu3_3", "inception": "Mixed_5d"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 HALF = (0.5, 0.5, 0.5)  # mean = std = 0.5 leaves [-1, 1] images as they are
 _KNOWN = ("--perceptual-net takes a torchvision VGG16/VGG19 state dict, the FID Inception weights, "
-          "a classifier from `imxlate train-classifier`, or `pixels`")
+          "or a classifier from `imxlate train-classifier`")
 
 
 @dataclass
@@ -57,8 +52,7 @@ class PerceptualOptions:
     perceptual_weight: float = field(default=0.0, metadata={
         "help": "weight of the feature distance between input and translation (needs --perceptual-net)"})
     perceptual_net: str | None = field(default=None, metadata={
-        "help": "feature network file (torchvision VGG16/19 state dict, FID Inception weights, an imxlate classifier) "
-                "or `pixels` (input and translation compared pixel by pixel)"})
+        "help": "feature network file: torchvision VGG16/19 state dict, FID Inception weights or an imxlate classifier"})
     perceptual_layer: str | None = field(default=None, metadata={
         "help": "last feature layer (default relu3_3 for VGG, Mixed_5d for Inception, the last block of a classifier)"})
     perceptual_kind: str | None = field(default=None, metadata={"help": "recorded: the kind of --perceptual-net"})
@@ -186,8 +180,6 @@ def load_perceptual(path: str | Path, layer: str | None = None) -> tuple[Feature
 
     `layer` (None: the kind's default) names the last layer used. Any unusable file is one ImxlateError.
     """
-    if str(path) == PIXELS:  # no file, nothing to hash
-        return FeatureNet(nn.Identity(), PIXELS, PIXELS).eval(), PIXELS, ""
     path = Path(path).expanduser()
     if not path.is_file():
         raise ImxlateError(f"perceptual network file {path} does not exist; {_KNOWN} (nothing is downloaded)")
@@ -222,8 +214,7 @@ def record_perceptual(cfg) -> None:
     if not cfg.perceptual_net:
         raise ImxlateError(f"--perceptual-weight needs --perceptual-net FILE; {_KNOWN}")
     net, kind, sha = load_perceptual(cfg.perceptual_net, cfg.perceptual_layer)
-    if kind != PIXELS:
-        cfg.perceptual_net = str(Path(cfg.perceptual_net).expanduser().resolve())
+    cfg.perceptual_net = str(Path(cfg.perceptual_net).expanduser().resolve())
     cfg.perceptual_kind, cfg.perceptual_layer, cfg.perceptual_sha256 = kind, net.layer, sha
 
 

@@ -167,28 +167,3 @@ def test_family_options_are_checked_recorded_and_verified(tmp_path, classifier_f
     changed = Options(**{**opts.__dict__, "perceptual_sha256": "0" * 64})
     with pytest.raises(ImxlateError, match="changed since the run began"):
         perceptual_from_config(changed)
-
-
-def test_pixels_compares_input_and_translation_directly(tmp_path, monkeypatch):
-    opts = Options(perceptual_weight=2.0, perceptual_net="pixels")
-    record_perceptual(opts)
-    assert (opts.perceptual_net, opts.perceptual_kind, opts.perceptual_layer) == ("pixels", "pixels", "pixels")
-    loss = perceptual_from_config(opts)
-    x, y = images(seed=1), images(seed=2)
-    assert torch.allclose(loss(x, y), ((x - y) ** 2).mean()) and loss(x, x) == 0
-
-    # through the CLI: the run records it, a file named `pixels` in the working folder is not read
-    from typer.testing import CliRunner
-    from imxlate.cli import app
-    write_images(tmp_path / "a", 3, seed=1)
-    write_images(tmp_path / "b", 3, seed=2)
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "pixels").write_text("not weights")
-    r = CliRunner().invoke(app, ["train", "--domains", "a", "b", "--steps", "2", "--crop-size", "32", "--load-size",
-                                 "32", "--ngf", "8", "--ndf", "8", "--n-blocks", "1", "--quiet",
-                                 "--perceptual-weight", "5", "--perceptual-net", "pixels"])
-    assert r.exit_code == 0, r.output
-    cfg = store.read_metadata(tmp_path / "runs/a2b/model.safetensors")["config"]
-    assert (cfg["perceptual_net"], cfg["perceptual_kind"], cfg["perceptual_weight"]) == ("pixels", "pixels", 5.0)
-    log = (tmp_path / "runs/a2b/log.jsonl").read_text()
-    assert '"perceptual"' in log
