@@ -107,21 +107,11 @@ def square_side(glyphs: dict[int, Image.Image]) -> int:
     return round(extent / FILL)
 
 
-def split(code_points: list[int], seed: int, n_test: int, halves: str = "interleaved") -> tuple[list[int], list[int], list[int]]:
-    """Shuffle the sorted code points with `seed`; the first `n_test` go to test, the rest into A and B.
-
-    `interleaved`: the rest, in code-point order, go alternately to A and B. Neighbouring code points are
-    alike (the zodiac signs, the coloured squares, the clock faces), so both halves get the same kinds of
-    emoji while no code point is in both: the unpaired assumption (the same content in both domains)
-    holds. `random`: the shuffled rest cut in two; a random cut of ~1,100 leaves rare kinds unbalanced
-    (e.g. 18 purple squares in A against 7 in B), which a GAN then learns to repaint.
-    """
+def split(code_points: list[int], seed: int, n_test: int) -> tuple[list[int], list[int], list[int]]:
+    """Shuffle the sorted code points with `seed`; first `n_test` to test, the rest halved into A and B."""
     order = sorted(code_points)
     random.Random(seed).shuffle(order)
     test, rest = order[:n_test], order[n_test:]
-    if halves == "interleaved":
-        rest = sorted(rest)
-        return rest[0::2], rest[1::2], test
     half = len(rest) // 2
     return rest[:half], rest[half:], test
 
@@ -148,8 +138,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=64, help="output side in pixels (default 64)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the code-point split (default 0)")
     parser.add_argument("--test", type=int, default=240, help="held-out code points (default 240)")
-    parser.add_argument("--halves", choices=("interleaved", "random"), default="interleaved",
-                        help="how the non-test code points are shared between A and B (default interleaved)")
     parser.add_argument("--noto-font", type=Path, default=DEFAULT_NOTO_FONT, help="path of NotoColorEmoji.ttf")
     args = parser.parse_args(argv)
     if args.size < 8:
@@ -180,7 +168,7 @@ def build(args: argparse.Namespace) -> None:
     tw_img = {cp: frame(g, tw_side, args.size) for cp, g in twemoji.items()}
     noto_img = {cp: frame(g, noto_side, args.size) for cp, g in noto.items()}
 
-    a_train, b_train, test = split(shared, args.seed, args.test, args.halves)
+    a_train, b_train, test = split(shared, args.seed, args.test)
     write(tw_img, a_train, args.out_dir / "twemoji")
     write(noto_img, b_train, args.out_dir / "noto")
     write(tw_img, test, args.out_dir / "test" / "twemoji")
