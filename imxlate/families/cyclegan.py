@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 import torch
 
 from .. import losses
-from ..augment import augmented, check_policy
 from ..errors import ImxlateError
 from ..nets.common import init_weights
 from ..nets.patchgan import PatchDiscriminator
@@ -26,8 +25,6 @@ class CycleGANConfig(PerceptualOptions):
     upsample: str = field(default="transpose", metadata={"help": "transpose (reference) | resize (no checkerboard)"})
     gan_loss: str = field(default="lsgan", metadata={"help": "lsgan | vanilla | wgan-gp | hinge"})
     spectral_norm: bool = field(default=False, metadata={"help": "spectral norm on the discriminators"})
-    diff_augment: str = field(default="", metadata={
-        "help": "augment the discriminators' real and fake inputs alike: translation,cutout (DiffAugment; off: empty)"})
     lambda_cycle: float = field(default=10.0, metadata={"help": "cycle loss weight each way"})
     lambda_identity: float = field(default=0.5, metadata={"help": "identity loss weight, times lambda_cycle"})
     lambda_gp: float = field(default=10.0, metadata={"help": "gradient penalty weight (wgan-gp)"})
@@ -57,10 +54,6 @@ class CycleGAN(Family):
             raise ImxlateError("--one-way marks a single imported generator; CycleGAN training needs both directions")
         if cfg.n_blocks is None:  # CycleGAN paper: 9 blocks for 256x256 training images, 6 for 128x128
             cfg.n_blocks = 9 if train_cfg.crop_size >= 256 else 6
-        try:
-            check_policy(cfg.diff_augment)
-        except ValueError as e:
-            raise ImxlateError(f"--diff-augment {cfg.diff_augment}: {e}") from None
         if cfg.gan_loss == "wgan-gp" and cfg.n_critic == 1:
             cfg.n_critic = 5  # WGAN-GP paper: 5 critic steps per generator step
         record_perceptual(cfg)  # a missing or unknown file stops here, before the run folder exists
@@ -91,18 +84,14 @@ class CycleGAN(Family):
         return {"G": adam([*n["G_ab"].parameters(), *n["G_ba"].parameters()]),
                 "D": adam([*n["D_a"].parameters(), *n["D_b"].parameters()])}
 
-    def disc(self, name: str):
-        """Discriminator `name` as the losses see it: behind DiffAugment when --diff-augment names a policy."""
-        return augmented(self.nets[name], check_policy(self.cfg.diff_augment), self.rng)
-
     def generator_losses(self, real_a, real_b):
         """Adversarial, cycle and identity losses of both generators -> (total, parts, fakes)."""
         c, n = self.cfg, self.nets
         fake_b, fake_a = n["G_ab"](real_a), n["G_ba"](real_b)
         rec_a, rec_b = n["G_ba"](fake_b), n["G_ab"](fake_a)
         parts = {
-            "G_ab": losses.g_loss(c.gan_loss, self.disc("D_b")(fake_b)),
-            "G_ba": losses.g_loss(c.gan_loss, self.disc("D_a")(fake_a)),
+            "G_ab": losses.g_loss(c.gan_loss, n["D_b"](fake_b)),
+            "G_ba": losses.g_loss(c.gan_loss, n["D_a"](fake_a)),
             "cycle_a": losses.distance("l1", rec_a, real_a) * c.lambda_cycle,
             "cycle_b": losses.distance("l1", rec_b, real_b) * c.lambda_cycle,
         }
@@ -114,8 +103,8 @@ class CycleGAN(Family):
             parts["perceptual"] = c.perceptual_weight * (self.perceptual(fake_b, real_a) + self.perceptual(fake_a, real_b))
         return sum(parts.values()), parts, (fake_a, fake_b)
 
-    def discriminator_loss(self, name, real, fake):
-        return losses.critic_loss(self.cfg.gan_loss, self.disc(name), real, fake, self.cfg.lambda_gp)
+    def discriminator_loss(self, D, real, fake):
+        return losses.critic_loss(self.cfg.gan_loss, D, real, fake, self.cfg.lambda_gp)
 
     def train_step(self, batch, step):
         a, b = self.domains
@@ -125,8 +114,8 @@ class CycleGAN(Family):
 
         def discriminator_losses(fake):
             fake_a, fake_b = fake
-            return {"D_a": self.discriminator_loss("D_a", real_a, self.pools["a"].query(fake_a, self.rng)),
-                    "D_b": self.discriminator_loss("D_b", real_b, self.pools["b"].query(fake_b, self.rng))}
+            return {"D_a": self.discriminator_loss(n["D_a"], real_a, self.pools["a"].query(fake_a, self.rng)),
+                    "D_b": self.discriminator_loss(n["D_b"], real_b, self.pools["b"].query(fake_b, self.rng))}
 
         return self.alternate(step, (n["D_a"], n["D_b"]), lambda: self.generator_losses(real_a, real_b),
                               lambda: (n["G_ba"](real_b), n["G_ab"](real_a)), discriminator_losses)
