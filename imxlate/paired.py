@@ -42,6 +42,11 @@ def ssim(x: torch.Tensor, y: torch.Tensor) -> float:
     return float(s.mean())
 
 
+def image_ssim(pred: Image.Image, target: Image.Image) -> float:
+    """SSIM of one image against its target (resized to the target's size when they differ)."""
+    return ssim(_array(pred, target.size), _array(target))
+
+
 def paired_scores(preds: list[Image.Image], targets: list[Image.Image]) -> dict:
     """Mean L1 (0-1 scale), mean SSIM and top-1 retrieval accuracy of predictions against their targets.
 

@@ -1,12 +1,14 @@
 """Held-out quality of an emoji model in both directions, against exact ground truth.
 
-    python examples/emoji/evaluate.py DATA [--model weights/emoji-twemoji-noto.safetensors] [--readme]
+    python examples/emoji/evaluate.py DATA [--model weights/emoji-twemoji-noto.safetensors] [--readme] [--worst]
 
 DATA is the folder made by prepare.py. For each direction, every test image is translated and
 compared with the same code point drawn in the other style: mean L1 (0-1 scale), SSIM and top-1
 retrieval (is the translation nearer its own target than every other test target?), beside two
 baselines: the input itself (identity) and per-channel colour-histogram matching to the target
-training domain. Prints a markdown table; --readme writes it and a picture grid into the README.
+training domain. Prints a markdown table; --readme writes it and a picture grid into the README;
+--worst draws, per direction, the 12 test code points where the model's SSIM falls furthest below the
+input's own (the identity baseline's), to see what the model gets wrong.
 """
 from __future__ import annotations
 
@@ -19,10 +21,11 @@ from PIL import Image
 
 import imxlate
 from imxlate.data import list_images, load_rgb
-from imxlate.paired import domain_histogram, match_histogram, paired_scores
+from imxlate.paired import domain_histogram, image_ssim, match_histogram, paired_scores
 
 HERE = Path(__file__).parent
 GRID = HERE.parent / "figures" / "emoji_grid.png"
+WORST = HERE.parent / "figures" / "emoji_worst.png"
 
 
 def evaluate(data: Path, model) -> tuple[list[str], dict]:
@@ -40,15 +43,25 @@ def evaluate(data: Path, model) -> tuple[list[str], dict]:
         for name, preds in methods.items():
             s = paired_scores(preds, targets)
             rows.append(f"| {src} -> {dst} | {name} | {s['n']} | {s['l1']:.4f} | {s['ssim']:.4f} | {s['top1']:.3f} |")
-        shown[src] = (sources[:8], methods["imxlate model"][:8], targets[:8])
+        shown[src] = (sources, methods["imxlate model"], targets)
     return rows, shown
 
 
-def grid(shown: dict, path: Path, scale: int = 2) -> None:
-    """Per direction, three rows (input, translation, ground truth) of 8 test code points."""
-    rows = [r for src in shown for r in shown[src]]
+def worst(shown: dict, n: int = 12) -> dict:
+    """Per direction, the n (input, translation, target) triples whose SSIM gain over the input is lowest."""
+    out = {}
+    for src, (sources, preds, targets) in shown.items():
+        gain = [image_ssim(p, t) - image_ssim(s, t) for s, p, t in zip(sources, preds, targets)]
+        order = sorted(range(len(gain)), key=gain.__getitem__)[:n]
+        out[src] = tuple([row[i] for i in order] for row in (sources, preds, targets))
+    return out
+
+
+def grid(shown: dict, path: Path, scale: int = 2, n: int = 8) -> None:
+    """Per direction, three rows (input, translation, ground truth) of the first n code points."""
+    rows = [r[:n] for src in shown for r in shown[src]]
     w, h = rows[0][0].size
-    sheet = Image.new("RGB", (8 * w, len(rows) * h), "white")
+    sheet = Image.new("RGB", (n * w, len(rows) * h), "white")
     for i, row in enumerate(rows):
         for j, im in enumerate(row):
             sheet.paste(im.convert("RGB"), (j * w, i * h))
@@ -61,6 +74,7 @@ def main() -> None:
     ap.add_argument("data", type=Path)
     ap.add_argument("--model", default=None, help="model file (default: the shipped emoji model)")
     ap.add_argument("--readme", action="store_true", help="write the table into the READMEs and draw the grid")
+    ap.add_argument("--worst", action="store_true", help=f"draw the 12 worst code points each way into {WORST.name}")
     args = ap.parse_args()
     if not (args.data / "test" / "twemoji").is_dir():
         sys.exit(f"error: {args.data} is not a prepared emoji folder; run examples/emoji/prepare.py first")
@@ -76,6 +90,9 @@ def main() -> None:
             text = re.sub(r"<!-- results:start -->.*<!-- results:end -->", lambda _: block, readme.read_text(), flags=re.S)
             readme.write_text(text)
         print(f"wrote the table into both READMEs and the grid to {GRID}")
+    if args.worst:
+        grid(worst(shown), WORST, n=12)
+        print(f"wrote the worst code points to {WORST}")
 
 
 if __name__ == "__main__":

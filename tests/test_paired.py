@@ -1,0 +1,86 @@
+"""Paired metrics against ground truth (the emoji table's L1, SSIM, top-1, histogram matching) and
+`imxlate eval --paired-target`, on real image files."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageFilter
+from typer.testing import CliRunner
+
+from imxlate.cli import app
+from imxlate.errors import ImxlateError
+from imxlate.paired import domain_histogram, image_ssim, match_histogram, paired_scores, ssim
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "emoji" / "inputs"
+
+
+def flat(value: float, size: int = 16) -> torch.Tensor:
+    return torch.full((3, size, size), value, dtype=torch.float64)
+
+
+def test_ssim_of_flat_images_is_the_luminance_term_with_k1():
+    # no variance anywhere: SSIM = (2 mx my + C1) / (mx^2 + my^2 + C1), C1 = (0.01)^2 (Wang et al. 2004)
+    c1 = 0.01**2
+    assert ssim(flat(0.3), flat(0.3)) == pytest.approx(1.0)
+    assert ssim(flat(0.2), flat(0.6)) == pytest.approx((2 * 0.2 * 0.6 + c1) / (0.2**2 + 0.6**2 + c1))
+
+
+def test_ssim_ranks_damage_and_is_symmetric():
+    img = Image.open(sorted(EXAMPLES.glob("*.png"))[0]).convert("RGB")
+    blurred, shifted = img.filter(ImageFilter.GaussianBlur(1.5)), img.rotate(0, translate=(4, 0), fillcolor="white")
+    s_blur, s_shift = image_ssim(blurred, img), image_ssim(shifted, img)
+    assert image_ssim(img, img) == pytest.approx(1.0)
+    assert 0 < s_shift < 1 and 0 < s_blur < 1
+    assert image_ssim(img, blurred) == pytest.approx(s_blur)
+
+
+def test_l1_top1_and_the_histogram_baseline():
+    imgs = [Image.open(p).convert("RGB") for p in sorted(EXAMPLES.glob("*.png"))[:4]]
+    same = paired_scores(imgs, imgs)
+    assert same == {"n": 4, "l1": 0.0, "ssim": pytest.approx(1.0), "top1": 1.0}
+    swapped = paired_scores(imgs[::-1], imgs)
+    assert swapped["top1"] == 0.0 and swapped["l1"] > 0.05
+    one_off = paired_scores([Image.new("RGB", imgs[0].size, (255, 255, 250))] + imgs[1:], imgs)
+    expected = np.abs(np.asarray(imgs[0], float) - np.array([255, 255, 250])).mean() / 255 / 4
+    assert one_off["l1"] == pytest.approx(expected) and one_off["top1"] == 0.75
+    with pytest.raises(ImxlateError):
+        paired_scores(imgs[:2], imgs)
+
+    ramp = Image.fromarray(np.tile(np.arange(256, dtype=np.uint8), (8, 1))[..., None].repeat(3, 2))
+    reference = np.zeros((3, 256))
+    reference[:, 40] = reference[:, 200] = 1.0  # half the reference's pixels at 40, half at 200
+    matched = np.asarray(match_histogram(ramp, reference))
+    assert set(np.unique(matched)) == {40, 200} and (matched == 40).mean() == pytest.approx(0.5, abs=0.01)
+
+
+def test_domain_histogram_counts_every_pixel(tmp_path):
+    for i, colour in enumerate(((10, 20, 30), (10, 99, 30))):
+        Image.new("RGB", (4, 5), colour).save(tmp_path / f"{i}.png")
+    h = domain_histogram(tmp_path)
+    assert h.sum() == 3 * 40 and h[0, 10] == 40 and h[1, 20] == h[1, 99] == 20
+
+
+def test_eval_paired_target_through_the_cli(tmp_path, monkeypatch):
+    """The shipped model translates copies of the example Twemoji; the inputs themselves are the 'truth'."""
+    monkeypatch.chdir(tmp_path)  # no ./runs here: the shipped model is the one that knows `noto`
+    src, truth = tmp_path / "src", tmp_path / "truth"
+    src.mkdir()
+    for p in sorted(EXAMPLES.glob("*.png"))[:3]:
+        shutil.copy(p, src / p.name)
+    shutil.copytree(src, truth)
+    (truth / "extra.png").write_bytes((src / sorted(p.name for p in src.iterdir())[0]).read_bytes())
+    r = CliRunner().invoke(app, ["eval", "--source", str(src), "--to", "noto", "--paired-target", str(truth),
+                                 "--json", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.output[r.output.index("{"):r.output.rindex("}") + 1])
+    (direction,) = report["directions"]
+    paired = direction["paired"]
+    assert direction["direction"] == "twemoji->noto" and report["model"].endswith(".safetensors")
+    assert paired["n"] == 3 and 0.005 < paired["l1"] < 0.2 and 0.3 < paired["ssim"] < 1.0
+    r = CliRunner().invoke(app, ["eval", "--source", str(src), "--to", "noto", "--paired-target", str(tmp_path / "none")])
+    assert r.exit_code == 2 and "Traceback" not in r.output
