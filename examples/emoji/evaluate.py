@@ -7,7 +7,7 @@ compared with the same code point drawn in the other style: mean L1 (0-1 scale),
 retrieval (is the translation nearer its own target than every other test target?), beside two
 baselines: the input itself (identity) and per-channel colour-histogram matching to the target
 training domain. Prints a markdown table; --readme writes it and a picture grid into the README;
---worst draws, per direction, the 12 test code points where the model's SSIM falls furthest below the
+--worst draws, per direction, the N_WORST (12) test code points where the model's SSIM falls furthest below the
 input's own (the identity baseline's), to see what the model gets wrong.
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ from imxlate.paired import domain_histogram, image_ssim, match_histogram, paired
 HERE = Path(__file__).parent
 GRID = HERE.parent / "figures" / "emoji_grid.png"
 WORST = HERE.parent / "figures" / "emoji_worst.png"
+N_WORST = 12  # code points each way in the --worst figure
 
 
 def evaluate(data: Path, model) -> tuple[list[str], dict]:
@@ -47,7 +48,7 @@ def evaluate(data: Path, model) -> tuple[list[str], dict]:
     return rows, shown
 
 
-def worst(shown: dict, n: int = 12) -> dict:
+def worst(shown: dict, n: int = N_WORST) -> dict:
     """Per direction, the n (input, translation, target) triples whose SSIM gain over the input is lowest."""
     out = {}
     for src, (sources, preds, targets) in shown.items():
@@ -74,7 +75,7 @@ def main() -> None:
     ap.add_argument("data", type=Path)
     ap.add_argument("--model", default=None, help="model file (default: the shipped emoji model)")
     ap.add_argument("--readme", action="store_true", help="write the table into the READMEs and draw the grid")
-    ap.add_argument("--worst", action="store_true", help=f"draw the 12 worst code points each way into {WORST.name}")
+    ap.add_argument("--worst", action="store_true", help=f"draw the {N_WORST} worst code points each way into {WORST.name}")
     args = ap.parse_args()
     if not (args.data / "test" / "twemoji").is_dir():
         sys.exit(f"error: {args.data} is not a prepared emoji folder; run examples/emoji/prepare.py first")
@@ -91,7 +92,7 @@ def main() -> None:
             readme.write_text(text)
         print(f"wrote the table into both READMEs and the grid to {GRID}")
     if args.worst:
-        grid(worst(shown), WORST, n=12)
+        grid(worst(shown), WORST, n=N_WORST)
         print(f"wrote the worst code points to {WORST}")
 
 
