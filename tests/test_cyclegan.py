@@ -20,6 +20,7 @@ from imxlate.cli import app
 from imxlate.nets.common import param_count
 from imxlate.nets.patchgan import PatchDiscriminator
 from imxlate.nets.resnet import ResnetGenerator
+from imxlate.nets.unet import UnetGenerator
 
 from conftest import write_images
 
@@ -48,6 +49,36 @@ def test_reference_key_layout_and_shapes():
     assert "model.10.conv_block.6.weight" in ResnetGenerator(n_blocks=9, dropout=True).state_dict()
     assert g(torch.zeros(1, 3, 64, 48)).shape == (1, 3, 64, 48)
     assert PatchDiscriminator()(torch.zeros(1, 3, 256, 256)).shape == (1, 1, 30, 30)  # 70x70 patches
+
+
+def test_unet_matches_the_pix2pix_reference():
+    # the reference prints 54.408 M (unet_256) and 29.238 M (6 levels) for 1-channel in and out, batch norm
+    assert param_count(UnetGenerator(1, 1, ngf=64, n_downs=8, norm="batch")) == 54_407_809
+    assert param_count(UnetGenerator(1, 1, ngf=64, n_downs=6, norm="batch")) == 29_237_889
+    keys = list(UnetGenerator(ngf=8, n_downs=5, norm="batch").state_dict())
+    assert keys[0] == "model.model.0.weight" and keys[-1] == "model.model.3.bias"  # outer down, outer up
+    assert "model.model.1.model.2.running_mean" in keys  # nested blocks as in UnetSkipConnectionBlock
+    dropped = UnetGenerator(ngf=8, n_downs=7, norm="batch", dropout=True)
+    assert sum(isinstance(m, torch.nn.Dropout) for m in dropped.modules()) == 2  # the 8 ngf levels only
+    for upsample in ("transpose", "resize"):
+        g = UnetGenerator(ngf=8, n_downs=5, norm="none", upsample=upsample)
+        assert g(torch.zeros(2, 3, 64, 32)).shape == (2, 3, 64, 32)
+
+
+def test_unet_generator_trains_and_translates_any_size(two_domains, monkeypatch):
+    monkeypatch.chdir(two_domains)
+    unet = ["--generator", "unet", "--crop-size", "32", "--load-size", "36", "--ngf", "8", "--ndf", "8", "--quiet"]
+    bad = cli("train", "--data", ".", "--domains", "photos", "vangogh", "--steps", "2", *unet, "--n-downs", "6",
+              ok=False)
+    assert bad.exit_code != 0 and "--n-downs" in bad.output and "Traceback" not in bad.output
+    assert not Path("runs").exists()
+    cli("train", "--data", ".", "--domains", "photos", "vangogh", "--steps", "2", *unet)
+    model = Path("runs/photos2vangogh/model.safetensors")
+    meta = store.read_metadata(model)
+    assert meta["config"]["generator"] == "unet" and meta["config"]["n_downs"] == 5  # 32 px: 1x1 bottleneck
+    cli("translate", "input", "--to", "vangogh", "--model", model, "--out", "out", "--quiet")
+    for src in Path("input").iterdir():  # 37x29 and 33x51 are padded to multiples of 32 and cropped back
+        assert Image.open(Path("out") / (src.stem + ".png")).size == Image.open(src).size
 
 
 def test_train_translate_info_through_the_cli(two_domains, monkeypatch):

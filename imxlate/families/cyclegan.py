@@ -10,15 +10,20 @@ from ..errors import ImxlateError
 from ..nets.common import init_weights
 from ..nets.patchgan import PatchDiscriminator
 from ..nets.resnet import ResnetGenerator
+from ..nets.unet import UnetGenerator
 from ..perceptual import PerceptualOptions, perceptual_from_config, record_perceptual
 from .base import Family, ImagePool
 
 
 @dataclass
 class CycleGANConfig(PerceptualOptions):
+    generator: str = field(default="resnet", metadata={
+        "help": "resnet (CycleGAN) | unet (pix2pix U-Net: skip connections carry the input's edges)"})
     ngf: int = field(default=64, metadata={"help": "generator filters in the first layer"})
     ndf: int = field(default=64, metadata={"help": "discriminator filters in the first layer"})
     n_blocks: int | None = field(default=None, metadata={"help": "residual blocks (default: 9 at >=256 px, else 6)"})
+    n_downs: int | None = field(default=None, metadata={
+        "help": "U-Net levels (default: all the halvings the crop size allows, 6 at 64 px)"})
     n_layers_d: int = field(default=3, metadata={"help": "PatchGAN layers (3: 70x70 patches)"})
     norm: str = field(default="instance", metadata={"help": "instance | batch | none"})
     dropout: bool = field(default=False, metadata={"help": "dropout 0.5 in the residual blocks"})
@@ -52,6 +57,15 @@ class CycleGAN(Family):
     def resolve_config(cls, cfg, train_cfg):
         if cfg.one_way:
             raise ImxlateError("--one-way marks a single imported generator; CycleGAN training needs both directions")
+        if cfg.generator not in ("resnet", "unet"):
+            raise ImxlateError(f"--generator {cfg.generator}: choose resnet or unet")
+        if cfg.generator == "unet":
+            crop = train_cfg.crop_size
+            if cfg.n_downs is None:  # as many halvings as the crop allows (pix2pix: 8 levels at 256 px, 7 at 128)
+                cfg.n_downs = (crop & -crop).bit_length() - 1
+            if cfg.n_downs < 5 or crop % 2**cfg.n_downs:
+                raise ImxlateError(f"a U-Net of {cfg.n_downs} levels at --crop-size {crop}: it needs at least 5 "
+                                   "levels and a crop size divisible by 2**levels; change --n-downs or --crop-size")
         if cfg.n_blocks is None:  # CycleGAN paper: 9 blocks for 256x256 training images, 6 for 128x128
             cfg.n_blocks = 9 if train_cfg.crop_size >= 256 else 6
         if cfg.gan_loss == "wgan-gp" and cfg.n_critic == 1:
@@ -62,7 +76,12 @@ class CycleGAN(Family):
     def build(self):
         c = self.cfg
         n_blocks = c.n_blocks if c.n_blocks is not None else 9
-        gen = lambda: init_weights(ResnetGenerator(3, 3, c.ngf, n_blocks, c.norm, c.dropout, c.upsample))  # noqa: E731
+        if c.generator == "unet":
+            downs = c.n_downs or max(5, self.image_size.bit_length() - 1)
+            self.size_multiple = 2**downs  # translate pads to it: every level halves the image
+            gen = lambda: init_weights(UnetGenerator(3, 3, c.ngf, downs, c.norm, c.dropout, c.upsample))  # noqa: E731
+        else:
+            gen = lambda: init_weights(ResnetGenerator(3, 3, c.ngf, n_blocks, c.norm, c.dropout, c.upsample))  # noqa: E731
         disc = lambda: init_weights(PatchDiscriminator(3, c.ndf, c.n_layers_d, c.norm, c.spectral_norm))  # noqa: E731
         if c.one_way:
             return {"G_ab": gen()}
