@@ -77,6 +77,8 @@ def train(
     workers: Optional[int] = typer.Option(None, help="data loading processes (default: cores - 1, at most 4)"),
     save_every: int = typer.Option(1000, help="checkpoint every N steps (also at the end and on Ctrl-C)"),
     sample_every: int = typer.Option(500, help="sample grid every N steps"),
+    snapshot_every: int = typer.Option(0, help="also write a model file every N steps to snapshots/ "
+                                       "(0: off), to pick one by a validation score"),
     log_every: int = typer.Option(10, help="loss log line every N steps"),
     amp: str = typer.Option("none", help="mixed precision on CUDA: none | bf16 | fp16"),
     gradient_accumulation: int = typer.Option(1, help="average gradients over N steps before an update"),
@@ -108,7 +110,7 @@ def train(
                       steps=steps, epochs=epochs, epochs_decay=epochs_decay, batch_size=batch_size,
                       load_size=load_size, crop_size=crop_size, preprocess=preprocess, no_flip=no_flip,
                       max_images=max_images, seed=seed, device=device, workers=workers, save_every=save_every,
-                      sample_every=sample_every, log_every=log_every, amp=amp,
+                      sample_every=sample_every, snapshot_every=snapshot_every, log_every=log_every, amp=amp,
                       gradient_accumulation=gradient_accumulation, ema=ema)
     family_args = parse_extra_args(extra)
     if resume and family_args:

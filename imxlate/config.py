@@ -34,6 +34,8 @@ class TrainConfig:
     workers: int | None = None
     save_every: int = 1000
     sample_every: int = 500
+    snapshot_every: int = field(default=0, metadata={
+        "help": "also write a model file every N steps to snapshots/ (to choose one by a validation score)"})
     log_every: int = 10
     amp: str = "none"
     gradient_accumulation: int = 1

@@ -301,6 +301,16 @@ def _train(cfg, family_args, resume, quiet, rank, world, local) -> Path:
         save_image(torch.cat(rows).float().cpu(), run_dir / "samples" / f"step_{step:07d}.png",
                    nrow=fixed_n, normalize=True, value_range=(-1, 1))
 
+    def write_model(path: Path):
+        with family.averaged():
+            store.save_model(family, path,
+                             training={"steps": step, "planned_steps": stop,
+                                       "epochs": round(step / steps_per_epoch, 3),
+                                       "batch_size": cfg.batch_size, "global_batch": cfg.batch_size * world,
+                                       "seed": cfg.seed, "wall_time_s": round(elapsed, 1), "device": str(device),
+                                       "config": to_dict(cfg)},
+                             data=meta["data"])
+
     interrupted = []
     previous_handler = None
     if hasattr(signal, "SIGINT"):
@@ -357,6 +367,8 @@ def _train(cfg, family_args, resume, quiet, rank, world, local) -> Path:
                         write_samples()
                     if step % cfg.save_every == 0:
                         save_checkpoint()
+                    if cfg.snapshot_every and step % cfg.snapshot_every == 0 and rank == 0:
+                        write_model(run_dir / "snapshots" / f"step_{step:07d}.safetensors")
                     if trace:
                         trace.write(f"{step} {param_digest(family)}\n")
                         trace.flush()
@@ -385,13 +397,6 @@ def _train(cfg, family_args, resume, quiet, rank, world, local) -> Path:
     save_checkpoint()
     write_samples()
     if rank == 0:
-        with family.averaged():
-            store.save_model(family, run_dir / MODEL,
-                             training={"steps": step, "planned_steps": stop,
-                                       "epochs": round(step / steps_per_epoch, 3),
-                                       "batch_size": cfg.batch_size, "global_batch": cfg.batch_size * world,
-                                       "seed": cfg.seed, "wall_time_s": round(elapsed, 1), "device": str(device),
-                                       "config": to_dict(cfg)},
-                             data=meta["data"])
+        write_model(run_dir / MODEL)
         _say(rank, quiet, f"Done: {step} steps in {elapsed:.0f}s. Model: {run_dir / MODEL}")
     return run_dir

@@ -172,6 +172,23 @@ def test_moving_average_goes_into_the_model_file(two_domains, monkeypatch):
     assert result.exit_code == 2 and "--ema 1.5" in result.output
 
 
+def test_snapshots_are_model_files_of_their_step(two_domains, monkeypatch):
+    monkeypatch.chdir(two_domains)
+    cli("train", "--domains", "photos", "vangogh", "--steps", "5", "--snapshot-every", "2", "--ema", "0.9", *TINY)
+    snaps = Path("runs/photos2vangogh/snapshots")
+    assert sorted(p.name for p in snaps.iterdir()) == ["step_0000002.safetensors", "step_0000004.safetensors"]
+    assert store.read_metadata(snaps / "step_0000002.safetensors")["training"]["steps"] == 2
+    early, _ = store.read_file(snaps / "step_0000002.safetensors")
+    late, _ = store.read_file(snaps / "step_0000004.safetensors")
+    final, _ = store.read_file("runs/photos2vangogh/model.safetensors")
+    assert early.keys() == final.keys()
+    assert not all(torch.equal(early[k], late[k]) for k in early)  # the weights moved between snapshots
+    assert not all(torch.equal(late[k], final[k]) for k in late)
+    cli("translate", "input/img000.png", "--to", "vangogh", "--model", snaps / "step_0000002.safetensors",
+        "--out", "snap")
+    assert Image.open("snap/img000.png").size == (37, 29)
+
+
 def test_image_modes_and_orientation(tmp_path):
     from imxlate.data import load_rgb
 

