@@ -76,6 +76,7 @@ def test_unet_generator_trains_and_translates_any_size(two_domains, monkeypatch)
     model = Path("runs/photos2vangogh/model.safetensors")
     meta = store.read_metadata(model)
     assert meta["config"]["generator"] == "unet" and meta["config"]["n_downs"] == 5  # 32 px: 1x1 bottleneck
+    assert meta["config"]["n_blocks"] is None  # a ResNet setting, not recorded for a U-Net
     cli("translate", "input", "--to", "vangogh", "--model", model, "--out", "out", "--quiet")
     for src in Path("input").iterdir():  # 37x29 and 33x51 are padded to multiples of 32 and cropped back
         assert Image.open(Path("out") / (src.stem + ".png")).size == Image.open(src).size

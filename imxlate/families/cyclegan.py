@@ -66,7 +66,7 @@ class CycleGAN(Family):
             if cfg.n_downs < 5 or crop % 2**cfg.n_downs:
                 raise ImxlateError(f"a U-Net of {cfg.n_downs} levels at --crop-size {crop}: it needs at least 5 "
                                    "levels and a crop size divisible by 2**levels; change --n-downs or --crop-size")
-        if cfg.n_blocks is None:  # CycleGAN paper: 9 blocks for 256x256 training images, 6 for 128x128
+        if cfg.n_blocks is None and cfg.generator == "resnet":  # CycleGAN paper: 9 blocks for 256x256 training images, 6 for 128x128
             cfg.n_blocks = 9 if train_cfg.crop_size >= 256 else 6
         if cfg.gan_loss == "wgan-gp" and cfg.n_critic == 1:
             cfg.n_critic = 5  # WGAN-GP paper: 5 critic steps per generator step
