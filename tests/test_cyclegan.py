@@ -71,6 +71,9 @@ def test_unet_generator_trains_and_translates_any_size(two_domains, monkeypatch)
     bad = cli("train", "--data", ".", "--domains", "photos", "vangogh", "--steps", "2", *unet, "--n-downs", "6",
               ok=False)
     assert bad.exit_code != 0 and "--n-downs" in bad.output and "Traceback" not in bad.output
+    mixed = cli("train", "--data", ".", "--domains", "photos", "vangogh", "--steps", "2", *unet, "--n-blocks", "2",
+                ok=False)
+    assert mixed.exit_code != 0 and "--n-blocks" in mixed.output and "Traceback" not in mixed.output
     assert not Path("runs").exists()
     cli("train", "--data", ".", "--domains", "photos", "vangogh", "--steps", "2", *unet)
     model = Path("runs/photos2vangogh/model.safetensors")

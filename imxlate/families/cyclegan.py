@@ -10,7 +10,7 @@ from ..errors import ImxlateError
 from ..nets.common import init_weights
 from ..nets.patchgan import PatchDiscriminator
 from ..nets.resnet import ResnetGenerator
-from ..nets.unet import UnetGenerator
+from ..nets.unet import UnetGenerator, unet_levels
 from ..perceptual import PerceptualOptions, perceptual_from_config, record_perceptual
 from .base import Family, ImagePool
 
@@ -26,7 +26,8 @@ class CycleGANConfig(PerceptualOptions):
         "help": "U-Net levels (default: all the halvings the crop size allows, 6 at 64 px)"})
     n_layers_d: int = field(default=3, metadata={"help": "PatchGAN layers (3: 70x70 patches)"})
     norm: str = field(default="instance", metadata={"help": "instance | batch | none"})
-    dropout: bool = field(default=False, metadata={"help": "dropout 0.5 in the residual blocks"})
+    dropout: bool = field(default=False, metadata={
+        "help": "dropout 0.5 in the residual blocks (U-Net: in its 8 ngf decoder levels)"})
     upsample: str = field(default="transpose", metadata={"help": "transpose (reference) | resize (no checkerboard)"})
     gan_loss: str = field(default="lsgan", metadata={"help": "lsgan | vanilla | wgan-gp | hinge"})
     spectral_norm: bool = field(default=False, metadata={"help": "spectral norm on the discriminators"})
@@ -59,10 +60,13 @@ class CycleGAN(Family):
             raise ImxlateError("--one-way marks a single imported generator; CycleGAN training needs both directions")
         if cfg.generator not in ("resnet", "unet"):
             raise ImxlateError(f"--generator {cfg.generator}: choose resnet or unet")
+        if (cfg.generator == "unet" and cfg.n_blocks is not None) or (cfg.generator == "resnet" and cfg.n_downs):
+            raise ImxlateError("--n-blocks sets a ResNet generator, --n-downs a U-Net; give the one that "
+                               "matches --generator")
         if cfg.generator == "unet":
             crop = train_cfg.crop_size
-            if cfg.n_downs is None:  # as many halvings as the crop allows (pix2pix: 8 levels at 256 px, 7 at 128)
-                cfg.n_downs = (crop & -crop).bit_length() - 1
+            if cfg.n_downs is None:
+                cfg.n_downs = unet_levels(crop)
             if cfg.n_downs < 5 or crop % 2**cfg.n_downs:
                 raise ImxlateError(f"a U-Net of {cfg.n_downs} levels at --crop-size {crop}: it needs at least 5 "
                                    "levels and a crop size divisible by 2**levels; change --n-downs or --crop-size")
@@ -77,7 +81,7 @@ class CycleGAN(Family):
         c = self.cfg
         n_blocks = c.n_blocks if c.n_blocks is not None else 9
         if c.generator == "unet":
-            downs = c.n_downs or max(5, self.image_size.bit_length() - 1)
+            downs = c.n_downs or unet_levels(self.image_size)
             self.size_multiple = 2**downs  # translate pads to it: every level halves the image
             gen = lambda: init_weights(UnetGenerator(3, 3, c.ngf, downs, c.norm, c.dropout, c.upsample))  # noqa: E731
         else:

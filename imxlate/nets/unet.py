@@ -4,7 +4,8 @@ An encoder of 4x4 stride-2 convolutions (filters ngf, 2 ngf, 4 ngf, then 8 ngf) 
 a mirrored decoder, and a skip connection at every level that concatenates the encoder's features to
 the decoder's, so the input's edges reach the output without passing through the bottleneck.
 Down: LeakyReLU 0.2, conv, norm (none on the first layer or the bottleneck); up: ReLU, x2 upsampling,
-norm, dropout 0.5 in the 8 ngf decoder levels under the three outermost when asked; tanh at the end.
+norm (none on the last layer), and with dropout asked for, dropout 0.5 in the 8 ngf levels above the
+bottleneck; tanh at the end.
 The blocks nest as in the reference (`model.model.1.model.3...`), so its key layout carries over.
 """
 from __future__ import annotations
@@ -13,6 +14,11 @@ import torch
 import torch.nn as nn
 
 from .common import conv_bias, norm_layer
+
+
+def unet_levels(size: int) -> int:
+    """As many levels as `size` can be halved evenly (pix2pix: 8 at 256 px, 7 at 128, 6 at 64)."""
+    return (size & -size).bit_length() - 1
 
 
 def up_layer(in_ch: int, out_ch: int, kind: str, bias: bool) -> nn.Module:
