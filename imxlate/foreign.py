@@ -80,10 +80,10 @@ def _shape(sd: dict, key: str, dims: int, path) -> torch.Size:
 # ---- architecture detection ------------------------------------------------------------------------
 
 def cyclegan_config(sd: dict[str, torch.Tensor], path) -> dict:
-    """CycleGAN family config of a reference ResnetGenerator state dict (ngf, blocks, norm, dropout)."""
+    """CycleGAN family config of a reference ResnetGenerator (ngf, blocks, norm, dropout) or UnetGenerator
+    state dict."""
     if any(k.startswith("model.model.") for k in sd):
-        raise ImxlateError(f"{path} is a U-Net generator (pix2pix's unet_128/unet_256), which imxlate does not "
-                           "have; only ResNet generators (--netG resnet_6blocks / resnet_9blocks) import")
+        return unet_config(sd, path)
     ngf, in_ch = _shape(sd, "model.1.weight", 4, path)[:2]
     if in_ch != 3:
         raise ImxlateError(f"{path}: the generator takes {in_ch} input channels; imxlate translates RGB images (3)")
@@ -97,6 +97,24 @@ def cyclegan_config(sd: dict[str, torch.Tensor], path) -> dict:
     # Batch norm has an affine scale after the stem conv; instance norm (no affine) at most legacy buffers.
     norm = "batch" if "model.2.weight" in sd else "instance"
     return {"ngf": int(ngf), "n_blocks": len(blocks), "norm": norm, "dropout": dropout, "upsample": "transpose"}
+
+
+def unet_config(sd: dict[str, torch.Tensor], path) -> dict:
+    """CycleGAN family config of a reference (pix2pix) UnetGenerator state dict: ngf, levels, norm.
+
+    Each inner level nests at `.model.3` of the one above it and has its down convolution at `.model.1`;
+    dropout adds no weights (and is off at translation time), so it is not recorded.
+    """
+    ngf, in_ch = _shape(sd, "model.model.0.weight", 4, path)[:2]
+    if in_ch != 3:
+        raise ImxlateError(f"{path}: the generator takes {in_ch} input channels; imxlate translates RGB images (3)")
+    levels = 1 + sum(bool(re.fullmatch(r"model\.model\.1(\.model\.3)*\.model\.1\.weight", k)) for k in sd)
+    if levels < 5:
+        raise ImxlateError(f"{path} looks like a U-Net generator of {levels} level(s); pix2pix's (and imxlate's) "
+                           f"have at least 5; keys: {_some(sd)}")
+    norm = "batch" if "model.model.1.model.2.weight" in sd else "instance"  # batch norm keeps an affine scale
+    return {"generator": "unet", "ngf": int(ngf), "n_downs": levels, "norm": norm, "dropout": False,
+            "upsample": "transpose"}
 
 
 def stargan_config(sd: dict[str, torch.Tensor], path) -> tuple[dict, int]:
@@ -216,6 +234,7 @@ IMPORT_EPILOG = ("Examples:\n\n"
                  "  imxlate import horse2zebra.pth --from horse --to zebra --reverse zebra2horse.pth "
                  "--out horse2zebra.safetensors\n\n"
                  "  imxlate import latest_net_G_A.pth --from photo --to monet\n\n"
+                 "  imxlate import facades_label2photo.pth --from labels --to facade   (a pix2pix U-Net)\n\n"
                  "  imxlate import 200000-G.ckpt --family stargan "
                  "--domains black_hair blond_hair brown_hair male young")
 
@@ -247,5 +266,7 @@ def import_command(
         raise ImxlateError(f"unexpected argument(s): {' '.join(extra)}; see `imxlate import --help`")
     written = import_checkpoint(checkpoint, out_file, family, src, dst, reverse, domains, image_size, overwrite)
     meta = store.read_metadata(written)
-    arch = ", ".join(f"{k}={meta['config'][k]}" for k in ("ngf", "n_blocks", "norm", "dropout") if k in meta["config"])
+    cfg = meta["config"]
+    arch = ", ".join(f"{k}={cfg[k]}" for k in ("generator", "ngf", "n_blocks", "n_downs", "norm", "dropout")
+                     if cfg.get(k) is not None)
     Console(highlight=False).print(f"Wrote {written}: {meta['family']} ({arch}), {', '.join(meta['directions'])}")

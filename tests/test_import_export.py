@@ -66,6 +66,46 @@ class RefResnetGenerator(nn.Module):
         return self.model(x)
 
 
+class RefUnetLevel(nn.Module):
+    """One level of pix2pix's UnetSkipConnectionBlock: Sequential [down..., inner level, up...] in `model`."""
+
+    def __init__(self, outer, inner, sub=None, in_ch=None, outermost=False, norm="batch", dropout=False):
+        super().__init__()
+        norm_layer, bias = (nn.BatchNorm2d, False) if norm == "batch" else (nn.InstanceNorm2d, True)
+        self.outermost = outermost
+        down = nn.Conv2d(in_ch or outer, inner, 4, 2, 1, bias=bias)
+        if outermost:
+            layers = [down, sub, nn.ReLU(True), nn.ConvTranspose2d(2 * inner, outer, 4, 2, 1), nn.Tanh()]
+        elif sub is None:
+            layers = [nn.LeakyReLU(0.2, True), down, nn.ReLU(True),
+                      nn.ConvTranspose2d(inner, outer, 4, 2, 1, bias=bias), norm_layer(outer)]
+        else:
+            layers = [nn.LeakyReLU(0.2, True), down, norm_layer(inner), sub, nn.ReLU(True),
+                      nn.ConvTranspose2d(2 * inner, outer, 4, 2, 1, bias=bias), norm_layer(outer)]
+            layers += [nn.Dropout(0.5)] if dropout else []
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.model(x) if self.outermost else torch.cat([x, self.model(x)], 1)
+
+
+class RefUnetGenerator(nn.Module):
+    """pix2pix's UnetGenerator(3, 3, num_downs, ngf): innermost 8 ngf, num_downs - 5 more at 8 ngf (with
+    dropout), then 4, 2, 1 ngf and the outermost level."""
+
+    def __init__(self, num_downs=5, ngf=NGF, norm="batch"):
+        super().__init__()
+        block = RefUnetLevel(8 * ngf, 8 * ngf, norm=norm)
+        for _ in range(num_downs - 5):
+            block = RefUnetLevel(8 * ngf, 8 * ngf, block, norm=norm, dropout=True)
+        for outer in (4 * ngf, 2 * ngf, ngf):
+            block = RefUnetLevel(outer, 2 * outer, block, norm=norm)
+        self.model = RefUnetLevel(3, ngf, block, in_ch=3, outermost=True, norm=norm)
+
+    def forward(self, x):
+        return self.model(x)
+
+
 class RefStarBlock(nn.Module):
     def __init__(self, dim):
         super().__init__()
@@ -179,6 +219,26 @@ def test_cyclegan_import_matches_reference_network(tmp_path, kind):
         model.translate(x, to="horse")
 
 
+@pytest.mark.parametrize("levels, norm", [(5, "batch"), (6, "instance")])
+def test_pix2pix_unet_import_matches_reference_network(tmp_path, levels, norm):
+    ref = randomised(RefUnetGenerator(levels, NGF, norm), seed=4).eval()  # eval: dropout off, running stats
+    ckpt = save_sd(ref, tmp_path / "latest_net_G.pth")
+    out = tmp_path / "facades.safetensors"
+    r = runner.invoke(cli_app(), ["import", str(ckpt), "--from", "labels", "--to", "facade", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert f"generator=unet, ngf={NGF}, n_downs={levels}, norm={norm}" in r.output
+    cfg = store.read_metadata(out)["config"]
+    assert (cfg["generator"], cfg["ngf"], cfg["n_downs"], cfg["norm"]) == ("unet", NGF, levels, norm)
+    x = images(h=2**levels, w=2 * 2**levels)
+    with torch.no_grad():
+        expected = ref(x)
+    model = imxlate.load(out, device="cpu")
+    got = model.translate(x, to="facade")
+    assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
+    odd = images(n=1, h=2**levels - 3, w=2**levels + 5)  # padded to the U-Net's multiple and cropped back
+    assert model.translate(odd, to="facade").shape == odd.shape
+
+
 def test_cyclegan_reverse_gives_both_directions_and_info_shows_the_source(tmp_path):
     a2b = randomised(RefResnetGenerator(n_blocks=2), 2).eval()
     b2a = randomised(RefResnetGenerator(n_blocks=2), 3).eval()
@@ -260,7 +320,7 @@ def test_foreign_and_malformed_files_are_refused_with_one_line(tmp_path):
     torch.save({**net.state_dict(), "model.99.weight": torch.randn(3)}, tmp_path / "extra.pth")
     cases["extra.pth"] = "could not place: model.99.weight"
     torch.save({"model.model.0.weight": torch.randn(8, 3, 4, 4)}, tmp_path / "unet.pth")
-    cases["unet.pth"] = "U-Net"
+    cases["unet.pth"] = "U-Net generator of 1 level"
     (tmp_path / "text.pth").write_text("not weights")
     cases["text.pth"] = "not a readable PyTorch weights file"
     for name, expected in cases.items():
