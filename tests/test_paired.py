@@ -2,12 +2,8 @@
 `imxlate eval --paired-target`, on real image files."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +15,6 @@ from typer.testing import CliRunner
 from imxlate.cli import app
 from imxlate.errors import ImxlateError
 from imxlate.paired import domain_histogram, image_ssim, match_histogram, paired_scores, ssim
-
-from conftest import write_images
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "emoji" / "inputs"
 
@@ -91,32 +85,3 @@ def test_eval_paired_target_through_the_cli(tmp_path, monkeypatch):
     r = CliRunner().invoke(app, ["eval", "--source", str(src), "--to", "noto", "--paired-target", str(tmp_path / "none")])
     assert r.exit_code == 2 and "Traceback" not in r.output
 
-
-def test_emoji_choose_takes_the_best_snapshot_on_validation(tmp_path, monkeypatch):
-    """examples/emoji/choose.py on a tiny real run: every snapshot and the model are scored, the best named."""
-    monkeypatch.chdir(tmp_path)
-    write_images(tmp_path / "twemoji", 4, seed=1, tint=(200, 60, 60))
-    write_images(tmp_path / "noto", 4, seed=2, tint=(60, 60, 200))
-    for style, tint in (("twemoji", (200, 60, 60)), ("noto", (60, 60, 200))):  # same names: exact pairs
-        write_images(tmp_path / "val" / style, 3, seed=3, tint=tint, exts=(".png",))
-    r = CliRunner().invoke(app, ["train", "--domains", "twemoji", "noto", "--steps", "4", "--snapshot-every", "2",
-                                 "--crop-size", "32", "--load-size", "32", "--ngf", "8", "--ndf", "8", "--n-blocks", "1",
-                                 "--quiet", "--out", "run"])
-    assert r.exit_code == 0, r.output
-    script = EXAMPLES.parent / "choose.py"
-    out = subprocess.run([sys.executable, str(script), "run", "--data", "."], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    rows = re.findall(r"^\| (\S+\.safetensors) \| (\d+) \|.*\| ([+-]\d\.\d{4}) \|$", out.stdout, re.M)
-    assert [(name, step) for name, step, _ in rows] == [("step_0000002.safetensors", "2"),
-                                                        ("step_0000004.safetensors", "4"), ("model.safetensors", "4")]
-    spec = importlib.util.spec_from_file_location("choose", script)
-    choose = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(choose)
-    val = choose.validation_set(tmp_path)
-    scores = {name: choose.score(tmp_path / "run" / ("" if name == "model.safetensors" else "snapshots") / name, val)[0]
-              for name, _, _ in rows}
-    assert [f"{scores[n]:+.4f}" for n, _, _ in rows] == [s for _, _, s in rows]
-    best = max(rows, key=lambda row: scores[row[0]])[0]
-    assert re.search(rf"^chosen: \S*{best} ", out.stdout, re.M)
-    bad = subprocess.run([sys.executable, str(script), "run", "--data", "run"], capture_output=True, text=True)
-    assert bad.returncode == 1 and "no val/ split" in bad.stderr and "Traceback" not in bad.stderr
