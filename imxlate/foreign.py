@@ -82,11 +82,12 @@ def _shape(sd: dict, key: str, dims: int, path) -> torch.Size:
 def cyclegan_config(sd: dict[str, torch.Tensor], path) -> dict:
     """CycleGAN family config of a reference ResnetGenerator (ngf, blocks, norm, dropout) or UnetGenerator
     state dict."""
-    if any(k.startswith("model.model.") for k in sd):
-        return unet_config(sd, path)
-    ngf, in_ch = _shape(sd, "model.1.weight", 4, path)[:2]
+    unet = any(k.startswith("model.model.") for k in sd)
+    ngf, in_ch = _shape(sd, "model.model.0.weight" if unet else "model.1.weight", 4, path)[:2]
     if in_ch != 3:
         raise ImxlateError(f"{path}: the generator takes {in_ch} input channels; imxlate translates RGB images (3)")
+    if unet:
+        return unet_config(sd, int(ngf), path)
     blocks = sorted({int(m[1]) for k in sd if (m := re.match(r"model\.(\d+)\.conv_block\.", k))})
     if not blocks:
         raise ImxlateError(f"{path}: no residual blocks (model.N.conv_block...); keys: {_some(sd)}")
@@ -99,21 +100,19 @@ def cyclegan_config(sd: dict[str, torch.Tensor], path) -> dict:
     return {"ngf": int(ngf), "n_blocks": len(blocks), "norm": norm, "dropout": dropout, "upsample": "transpose"}
 
 
-def unet_config(sd: dict[str, torch.Tensor], path) -> dict:
-    """CycleGAN family config of a reference (pix2pix) UnetGenerator state dict: ngf, levels, norm.
+def unet_config(sd: dict[str, torch.Tensor], ngf: int, path) -> dict:
+    """CycleGAN family config of a reference (pix2pix) UnetGenerator state dict: levels and norm, with
+    the `ngf` of its first convolution.
 
     Each inner level nests at `.model.3` of the one above it and has its down convolution at `.model.1`;
     dropout adds no weights (and is off at translation time), so it is not recorded.
     """
-    ngf, in_ch = _shape(sd, "model.model.0.weight", 4, path)[:2]
-    if in_ch != 3:
-        raise ImxlateError(f"{path}: the generator takes {in_ch} input channels; imxlate translates RGB images (3)")
     levels = 1 + sum(bool(re.fullmatch(r"model\.model\.1(\.model\.3)*\.model\.1\.weight", k)) for k in sd)
     if levels < 5:
         raise ImxlateError(f"{path} looks like a U-Net generator of {levels} level(s); pix2pix's (and imxlate's) "
                            f"have at least 5; keys: {_some(sd)}")
     norm = "batch" if "model.model.1.model.2.weight" in sd else "instance"  # batch norm keeps an affine scale
-    return {"generator": "unet", "ngf": int(ngf), "n_downs": levels, "norm": norm, "dropout": False,
+    return {"generator": "unet", "ngf": ngf, "n_downs": levels, "norm": norm, "dropout": False,
             "upsample": "transpose"}
 
 

@@ -22,6 +22,12 @@ def conv_bias(norm: str, affine: bool = False) -> bool:
     return norm == "none" or (norm == "instance" and not affine)
 
 
+def resize_conv(in_ch: int, out_ch: int, bias: bool) -> list[nn.Module]:
+    """x2 nearest resize, reflection pad, 3x3 convolution: upsampling without the checkerboard artefacts
+    of transposed convolutions (Odena et al. 2016)."""
+    return [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1), nn.Conv2d(in_ch, out_ch, 3, bias=bias)]
+
+
 def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
     """Weights ~ N(0, gain), biases 0; batch-norm scales ~ N(1, gain) (CycleGAN/DCGAN init)."""
     for m in net.modules():

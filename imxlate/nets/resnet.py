@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from .common import conv_bias, norm_layer
+from .common import conv_bias, norm_layer, resize_conv
 
 
 def upsampling(channels: int, kind: str, bias: bool) -> list[nn.Module]:
@@ -17,8 +17,7 @@ def upsampling(channels: int, kind: str, bias: bool) -> list[nn.Module]:
     if kind == "transpose":
         return [nn.ConvTranspose2d(channels, channels // 2, 3, stride=2, padding=1, output_padding=1, bias=bias)]
     if kind == "resize":
-        return [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1),
-                nn.Conv2d(channels, channels // 2, 3, bias=bias)]
+        return resize_conv(channels, channels // 2, bias)
     raise ValueError(f"unknown upsampling {kind!r}; choose transpose or resize")
 
 

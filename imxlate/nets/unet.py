@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .common import conv_bias, norm_layer
+from .common import conv_bias, norm_layer, resize_conv
 
 
 def unet_levels(size: int) -> int:
@@ -26,8 +26,7 @@ def up_layer(in_ch: int, out_ch: int, kind: str, bias: bool) -> nn.Module:
     if kind == "transpose":
         return nn.ConvTranspose2d(in_ch, out_ch, 4, stride=2, padding=1, bias=bias)
     if kind == "resize":
-        return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1),
-                             nn.Conv2d(in_ch, out_ch, 3, bias=bias))
+        return nn.Sequential(*resize_conv(in_ch, out_ch, bias))
     raise ValueError(f"unknown upsampling {kind!r}; choose transpose or resize")
 
 
