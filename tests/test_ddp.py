@@ -58,6 +58,11 @@ def test_gradients_equal_one_process_on_the_union(tmp_path):
     family.update("G", loss)
     single = {n: p.grad for n, p in family.nets.named_parameters() if n.startswith("G_") and p.grad is not None}
     assert single.keys() == g0.keys() and len(single) > 10
+    # Averaging across ranks sums in another order than one process does: each element may differ by a few
+    # float32 roundings of the terms it sums, which scale with the network's gradients, not the element's
+    # own (the biases before an instance norm have a true gradient of zero, so theirs is all rounding).
+    # Measured: worst difference 2.6e-6 of the largest gradient; a missing average would differ by 100%.
+    scale = max(v.abs().max() for v in single.values())
     for k, v in single.items():
-        torch.testing.assert_close(g0[k], v, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(g0[k], v, rtol=1e-4, atol=1e-4 * float(scale))
         assert torch.equal(g0[k], g1[k])  # every rank ends with the same averaged gradient
