@@ -63,3 +63,14 @@ def distance(kind: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if kind == "cosine":
         return (1 - F.cosine_similarity(a.flatten(1), b.flatten(1), dim=1)).mean()
     raise ValueError(f"unknown distance {kind!r}; choose from l1, mse, cosine")
+
+
+def patch_nce(q: torch.Tensor, k: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
+    """PatchNCE (Park et al. 2020): (B, n, D) unit vectors of output patches `q` and of the input patches `k`
+    at the same places. Each q is classified against its own k (the positive) and the n-1 other patches of
+    the same image (negatives) by softmax cross-entropy on cosine similarity / temperature; mean over patches.
+    Keys are constants (no gradient)."""
+    k = k.detach()
+    sim = torch.bmm(q, k.transpose(1, 2))  # (B, n, n): [i, j] = q_i . k_j; the diagonal holds the positives
+    return F.cross_entropy(sim.flatten(0, 1) / temperature,
+                           torch.arange(q.shape[1], device=q.device).repeat(q.shape[0]))

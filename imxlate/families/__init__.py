@@ -14,6 +14,8 @@ REGISTRY = {
     "stargan": "stargan:StarGAN",
     "shared-latent": "shared_latent:SharedLatent",
     "latent-mapping": "latent_mapping:LatentMapping",
+    "cut": "cut:CUT",
+    "fastcut": "cut:FastCUT",
 }
 
 

@@ -17,7 +17,20 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from ..config import from_dict, to_dict
+from ..errors import ImxlateError
 from ..nets.common import param_count
+
+
+def choice(name: str, value, allowed) -> None:
+    """Refuse a config value outside `allowed`, naming the option as the command line spells it."""
+    if value not in allowed:
+        raise ImxlateError(f"--{name.replace('_', '-')} {value}: choose from {', '.join(allowed)}")
+
+
+def critic_steps(cfg) -> None:
+    """WGAN-GP paper: 5 critic steps per generator step, unless --n-critic says otherwise."""
+    if cfg.gan_loss == "wgan-gp" and cfg.n_critic == 1:
+        cfg.n_critic = 5
 
 
 class ImagePool:
@@ -80,6 +93,7 @@ class Family:
     size_multiple: ClassVar[int] = 4        # translate pads inputs to a multiple of this
     fixed_size: ClassVar[bool] = False      # translate resizes inputs to the training size and back
     uses_labels: ClassVar[bool] = False     # needs class subfolders in each domain
+    two_domains: ClassVar[bool] = True      # translates between exactly two domains (StarGAN: any number)
 
     def __init__(self, cfg, domains: list[str], image_size: int, classes: dict | None = None):
         self.cfg, self.domains, self.image_size = cfg, list(domains), image_size
@@ -118,6 +132,10 @@ class Family:
     # ---- shared behaviour ------------------------------------------------------------------
     def check_data(self, domains: list) -> None:
         """Refuse data the family cannot train on (e.g. missing class folders), before training starts."""
+        if self.two_domains and len(domains) != 2:
+            raise ImxlateError(f"{self.name} translates between exactly two domains, not {len(domains)}; "
+                               "use --model stargan for more")
+
     def directions(self) -> list[tuple[str, str]]:
         """(source, target) domain pairs this model translates."""
         return [(a, b) for a in self.domains for b in self.domains if a != b]

@@ -12,7 +12,7 @@ from ..nets.patchgan import PatchDiscriminator
 from ..nets.resnet import ResnetGenerator
 from ..nets.unet import UnetGenerator, unet_levels
 from ..perceptual import PerceptualOptions, perceptual_from_config, record_perceptual
-from .base import Family, ImagePool
+from .base import Family, ImagePool, critic_steps
 
 
 @dataclass
@@ -72,8 +72,7 @@ class CycleGAN(Family):
                                    "levels and a crop size divisible by 2**levels; change --n-downs or --crop-size")
         if cfg.n_blocks is None and cfg.generator == "resnet":  # CycleGAN paper: 9 blocks for 256x256 training images, 6 for 128x128
             cfg.n_blocks = 9 if train_cfg.crop_size >= 256 else 6
-        if cfg.gan_loss == "wgan-gp" and cfg.n_critic == 1:
-            cfg.n_critic = 5  # WGAN-GP paper: 5 critic steps per generator step
+        critic_steps(cfg)
         record_perceptual(cfg)  # a missing or unknown file stops here, before the run folder exists
         return cfg
 
@@ -90,11 +89,6 @@ class CycleGAN(Family):
         if c.one_way:
             return {"G_ab": gen()}
         return {"G_ab": gen(), "G_ba": gen(), "D_a": disc(), "D_b": disc()}
-
-    def check_data(self, domains):
-        if len(domains) != 2:
-            raise ImxlateError(f"CycleGAN translates between two domains, not {len(domains)}; "
-                               "use --model stargan for more")
 
     def setup_training(self, amp="none", accumulate=1):
         super().setup_training(amp, accumulate)

@@ -17,7 +17,7 @@ from .. import losses
 from ..errors import ImxlateError
 from ..nets.common import NORMS
 from ..nets.discogan import DiscoDiscriminator, EncoderDecoderGenerator
-from .base import Family
+from .base import Family, choice, critic_steps
 
 VARIANTS = ("discogan", "recongan", "gan")
 DISTANCES = ("mse", "l1", "cosine")
@@ -45,11 +45,6 @@ class DiscoGANConfig:
     beta2: float = 0.999
 
 
-def _choice(name: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ImxlateError(f"--{name.replace('_', '-')} {value}: choose from {', '.join(allowed)}")
-
-
 def feature_matching(real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Tensor:
     """Sum over layers of the squared distance between batch-mean features of real and fake images."""
     return sum(F.mse_loss(f.mean(0), r.detach().mean(0)) for r, f in zip(real, fake))
@@ -66,17 +61,16 @@ class DiscoGAN(Family):
 
     @classmethod
     def resolve_config(cls, cfg, train_cfg):
-        _choice("variant", cfg.variant, VARIANTS)
-        _choice("gan_loss", cfg.gan_loss, losses.GAN_LOSSES)
-        _choice("recon_loss", cfg.recon_loss, DISTANCES)
-        _choice("norm", cfg.norm, NORMS)
+        choice("variant", cfg.variant, VARIANTS)
+        choice("gan_loss", cfg.gan_loss, losses.GAN_LOSSES)
+        choice("recon_loss", cfg.recon_loss, DISTANCES)
+        choice("norm", cfg.norm, NORMS)
         if cfg.norm_d is not None:
-            _choice("norm_d", cfg.norm_d, NORMS)
+            choice("norm_d", cfg.norm_d, NORMS)
         if train_cfg.crop_size % 16 or train_cfg.crop_size < 16:
             raise ImxlateError(f"--crop-size {train_cfg.crop_size}: DiscoGAN halves images four times, "
                                "so use a multiple of 16 (the paper: 64)")
-        if cfg.gan_loss == "wgan-gp" and cfg.n_critic == 1:
-            cfg.n_critic = 5  # WGAN-GP paper: 5 critic steps per generator step
+        critic_steps(cfg)
         return cfg
 
     # ---- which networks the variant has ----
@@ -102,11 +96,6 @@ class DiscoGAN(Family):
         if self.two_way:
             nets["D_a"] = disc()
         return nets
-
-    def check_data(self, domains):
-        if len(domains) != 2:
-            raise ImxlateError(f"{self.name} translates between exactly two domains, got {len(domains)}; "
-                               "use --model stargan for more")
 
     def directions(self):
         a, b = self.domains

@@ -18,7 +18,7 @@ import torch
 from .. import losses
 from ..errors import ImxlateError
 from ..nets.vae import CodeMapper, ConvVAE, PairDiscriminator, halvings
-from .base import Family, frozen, scalars
+from .base import Family, choice, frozen, scalars
 
 
 @dataclass
@@ -103,8 +103,7 @@ class LatentMapping(Family):
 
     @classmethod
     def resolve_config(cls, cfg, train_cfg):
-        if cfg.gan_loss not in losses.GAN_LOSSES:
-            raise ImxlateError(f"--gan-loss {cfg.gan_loss}: choose from {', '.join(losses.GAN_LOSSES)}")
+        choice("gan_loss", cfg.gan_loss, losses.GAN_LOSSES)
         if cfg.vae_steps < 1:
             raise ImxlateError(f"--vae-steps {cfg.vae_steps}: stage 1 needs at least one step")
         if halvings(train_cfg.crop_size)[0] == 0:
@@ -127,8 +126,7 @@ class LatentMapping(Family):
                 "D": adam([*n["D_a"].parameters(), *n["D_b"].parameters()], c.lr)}
 
     def check_data(self, domains):
-        if len(domains) != 2:
-            raise ImxlateError(f"latent-mapping translates between exactly two domains, got {len(domains)}")
+        super().check_data(domains)
         names = [d.name for d in domains]
         pair_matrix(self.cfg.class_map, names, [d.classes for d in domains])
         for d in domains:

@@ -25,7 +25,7 @@ from ..nets.common import NORMS, init_weights
 from ..nets.patchgan import PatchDiscriminator
 from ..nets.unit import Decoder, Encoder, LatentDiscriminator, code_channels, residual_blocks
 from ..perceptual import PerceptualOptions, perceptual_from_config, record_perceptual
-from .base import Family
+from .base import Family, choice, critic_steps
 
 
 @dataclass
@@ -56,11 +56,6 @@ class SharedLatentConfig(PerceptualOptions):
     weight_decay: float = field(default=1e-4, metadata={"help": "Adam L2 weight decay (UNIT: 1e-4)"})
 
 
-def _choice(name: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ImxlateError(f"--{name.replace('_', '-')} {value}: choose from {', '.join(allowed)}")
-
-
 def _unique(params) -> list[nn.Parameter]:
     """Parameters without repeats (shared blocks appear in both encoders or both decoders)."""
     seen, out = set(), []
@@ -82,9 +77,9 @@ class SharedLatent(Family):
 
     @classmethod
     def resolve_config(cls, cfg, train_cfg):
-        _choice("gan_loss", cfg.gan_loss, losses.GAN_LOSSES)
-        _choice("norm", cfg.norm, NORMS)
-        _choice("upsample", cfg.upsample, ("transpose", "resize"))
+        choice("gan_loss", cfg.gan_loss, losses.GAN_LOSSES)
+        choice("norm", cfg.norm, NORMS)
+        choice("upsample", cfg.upsample, ("transpose", "resize"))
         if not 0 <= cfg.shared_layers <= cfg.n_blocks:
             raise ImxlateError(f"--shared-layers {cfg.shared_layers}: use 0 to --n-blocks ({cfg.n_blocks})")
         for name in ("gan_weight", "recon_weight", "kl_weight", "cycle_weight", "latent_adversarial", "semantic_weight"):
@@ -92,8 +87,7 @@ class SharedLatent(Family):
                 raise ImxlateError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: weights are 0 (off) or positive")
         if train_cfg.crop_size % cls.size_multiple:
             raise ImxlateError(f"--crop-size {train_cfg.crop_size}: use a multiple of {cls.size_multiple}")
-        if cfg.gan_loss == "wgan-gp" and cfg.n_critic == 1:
-            cfg.n_critic = 5  # WGAN-GP paper: 5 critic steps per generator step
+        critic_steps(cfg)
         record_perceptual(cfg)  # a missing or unknown file stops here, before the run folder exists
         return cfg
 
@@ -110,11 +104,6 @@ class SharedLatent(Family):
         if c.latent_adversarial > 0:
             nets["D_z"] = init_weights(LatentDiscriminator(dim, c.ndf, c.spectral_norm))
         return nets
-
-    def check_data(self, domains):
-        if len(domains) != 2:
-            raise ImxlateError(f"{self.name} translates between exactly two domains, got {len(domains)}; "
-                               "use --model stargan for more")
 
     def setup_training(self, amp="none", accumulate=1):
         super().setup_training(amp, accumulate)

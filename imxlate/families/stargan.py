@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from .. import losses
 from ..errors import ImxlateError
 from ..nets.stargan import StarDiscriminator, StarGenerator, discriminator_layers
-from .base import Family, frozen, scalars
+from .base import Family, choice, frozen, scalars
 
 CLS_LOSSES = ("ce", "bce")
 
@@ -44,6 +44,7 @@ class StarGAN(Family):
     name = "stargan"
     Config = StarGANConfig
     keep = ("G",)
+    two_domains = False
     # Paper: 128 px, batch 16, 200k iterations with linear decay over the last 100k. Here the batch
     # is per domain; 32 + 32 epochs give ~200k iterations when the largest domain holds ~50k
     # images (CelebA's black-hair folder: 48k -> 3030 steps per epoch -> 194k steps).
@@ -52,9 +53,8 @@ class StarGAN(Family):
 
     @classmethod
     def resolve_config(cls, cfg, train_cfg):
-        for name, allowed in (("gan_loss", losses.GAN_LOSSES), ("cls_loss", CLS_LOSSES)):
-            if getattr(cfg, name) not in allowed:
-                raise ImxlateError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: choose from {', '.join(allowed)}")
+        choice("gan_loss", cfg.gan_loss, losses.GAN_LOSSES)
+        choice("cls_loss", cfg.cls_loss, CLS_LOSSES)
         if train_cfg.crop_size % 4:
             raise ImxlateError(f"--crop-size {train_cfg.crop_size}: StarGAN needs a multiple of 4 (the paper: 128)")
         if cfg.n_layers_d is None:

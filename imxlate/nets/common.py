@@ -55,3 +55,15 @@ def apply_spectral_norm(net: nn.Module) -> nn.Module:
 def param_count(net: nn.Module) -> int:
     """Number of trainable parameters (running statistics are buffers, not counted)."""
     return sum(p.numel() for p in net.parameters())
+
+
+def sequential_features(seq: nn.Sequential, x, layers: list[int]) -> list:
+    """The outputs of the modules of `seq` at indices `layers` (in order), running only as far as the last."""
+    feats, wanted = [], set(layers)
+    for i, module in enumerate(seq):
+        x = module(x)
+        if i in wanted:
+            feats.append(x)
+        if i >= max(layers):
+            break
+    return feats
