@@ -24,9 +24,11 @@ from .config import TrainConfig, apply_overrides, from_dict, to_dict
 from .data import Domain, Transform, UnpairedDataset, collate, find_domain_folder, load_rgb, to_tensor, worker_count
 from .errors import ImxlateError
 from .families import family_class
+from .health import CHECK_EVERY, CollapseWatch, look
 from .nets.common import param_count
 
 console = Console(highlight=False)
+warnings_console = Console(highlight=False, stderr=True)
 CHECKPOINT = "checkpoint.safetensors"
 MODEL = "model.safetensors"
 
@@ -258,7 +260,10 @@ def _train(cfg, family_args, resume, quiet, rank, world, local) -> Path:
     stop = sum(n for _, n in stages)
 
     step, elapsed = 0, 0.0
+    watch = CollapseWatch()
+    watched_from = stop - stages[-1][1]  # earlier stages (e.g. pre-trained autoencoders) translate nothing yet
     if state:
+        watch.load(state.get("health", {}))
         family.load_state(state["family_state"])
         set_rng_state(state["rng"])
         step, elapsed = state["step"], state["elapsed"]
@@ -283,7 +288,7 @@ def _train(cfg, family_args, resume, quiet, rank, world, local) -> Path:
     def save_checkpoint():
         if rank == 0:
             store.save_checkpoint({**meta, "step": step, "elapsed": elapsed, "family_state": family.state(),
-                                   "rng": rng_state()}, run_dir / CHECKPOINT)
+                                   "rng": rng_state(), "health": watch.state()}, run_dir / CHECKPOINT)
 
     fixed = {d.name: torch.stack([to_tensor(load_rgb(p).resize((cfg.crop_size, cfg.crop_size)))
                                   for p in d.paths[:4]]) for d in domains}
@@ -311,6 +316,7 @@ def _train(cfg, family_args, resume, quiet, rank, world, local) -> Path:
                                        "config": to_dict(cfg)},
                              data=meta["data"])
 
+    alarm = ""  # shown on the progress line once a collapse sign has been seen
     interrupted = []
     previous_handler = None
     if hasattr(signal, "SIGINT"):
@@ -350,12 +356,21 @@ def _train(cfg, family_args, resume, quiet, rank, world, local) -> Path:
                     if bad:
                         raise Stop(f"loss {bad[0]} became {losses[bad[0]]} at step {step + 1}")
                     step += 1
+                    news = watch.losses(step, losses)
+                    if rank == 0 and step % CHECK_EVERY == 0 and step > watched_from:
+                        news += look(family, watch, step, fixed)
+                    if rank == 0 and news:
+                        alarm = "[bold red]collapse?[/] "
+                        for msg in news:
+                            (warnings_console if quiet else progress.console).print(
+                                f"[yellow]warning[/] at step {step}: {msg}", soft_wrap=True)
+                            log.write(json.dumps({"step": step, "warning": msg}) + "\n")
                     now = time.perf_counter()
                     elapsed += now - t0
                     speed = images_per_step / max(now - t0, 1e-9)
                     t0 = now
                     if rank == 0:
-                        progress.update(task, completed=step, description=f"epoch {epoch + 1}",
+                        progress.update(task, completed=step, description=f"{alarm}epoch {epoch + 1}",
                                         speed=f"{speed:.1f} img/s",
                                         losses=" ".join(f"{k} {v:.3f}" for k, v in losses.items()))
                         if step % cfg.log_every == 0 or step == stop:
