@@ -84,7 +84,7 @@ class CUT(Family):
     def build(self):
         c = self.cfg
         blocks = c.n_blocks or 9
-        layers = nce_layer_list(c) if c.nce_layers else default_nce_layers(blocks)
+        self.nce_layers = layers = nce_layer_list(c) if c.nce_layers else default_nce_layers(blocks)
         nets = {}
         for src, dst in self.directions():
             s, d = self.side(src), self.side(dst)
@@ -112,7 +112,7 @@ class CUT(Family):
     def nce(self, G, F, src, out, flipped):
         """PatchNCE between `src` and its translation `out` (which saw `src` flipped when `flipped`),
         averaged over the layers."""
-        layers = nce_layer_list(self.cfg)
+        layers = self.nce_layers
         q = sequential_features(G.model, out, layers)
         if flipped:  # features of G(flip(x)), flipped back, must match those of x
             q = [torch.flip(f, [3]) for f in q]

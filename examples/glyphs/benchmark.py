@@ -1,0 +1,330 @@
+"""CycleGAN, CUT and FastCUT at an equal CPU budget, scored against ground truth: the glyph pairs and the digits.
+
+    OMP_NUM_THREADS=1 python examples/glyphs/benchmark.py --glyphs DATA/glyphs --digits DATA/digits \\
+        --minutes 5 --digits-minutes 3 --seeds 3 --jobs 2 --work runs/benchmark --write
+
+DATA/glyphs is what examples/glyphs/prepare.py writes, DATA/digits what examples/digits/prepare.py writes.
+Every method trains both directions (CUT and FastCUT with --bidirectional) with the same networks (ResNet
+generators, ngf 32, 6 residual blocks, instance norm; PatchGANs with ndf 32), batch 1, no flips, the same
+seeds. The budget is CPU time on one thread: each method's seconds per step are measured first, the three
+interleaved in one process (medians), and each run gets budget / (seconds per step) steps at a constant
+learning rate. Runs go as `imxlate train` subprocesses, --jobs at a time, one thread each, and are kept under
+--work and reused when the settings match.
+
+Scores, per direction:
+- glyphs: L1 (0-1), SSIM and top-1 retrieval (is the translation nearer, in L1, to its own true drawing than
+  to every other held-out character's?) on the held-out test characters, beside the input itself, the input
+  blurred by 1 px and a blank white page (on white backgrounds L1 and SSIM reward a blank page, so retrieval
+  is the content measure). The same scores on the validation characters choose the default: the method with
+  the highest mean validation top-1 over both pairs and both directions; the test split never chooses.
+- digits: the share of held-out digits whose translation a classifier of the target domain reads as the
+  input's digit (examples/digits: classifiers trained on each domain's training images).
+
+--write puts the tables into examples/glyphs/README.md and examples/digits/README.md (between markers) and
+draws examples/figures/glyphs_grid.png.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageFilter
+
+import imxlate
+from imxlate import store
+from imxlate.config import TrainConfig
+from imxlate.data import list_images, load_rgb, to_image, to_tensor
+from imxlate.evaluate import class_labels, classified_accuracy
+from imxlate.families import build_family, family_class
+from imxlate.nets.classifier import load_classifier, train_classifier
+from imxlate.paired import paired_scores
+from imxlate.train import describe_machine
+
+HERE = Path(__file__).parent
+GRID = HERE.parent / "figures" / "glyphs_grid.png"
+METHODS = {"CycleGAN": ("cyclegan", {}), "CUT": ("cut", {"bidirectional": True}),
+           "FastCUT": ("fastcut", {"bidirectional": True})}
+NETS = {"ngf": 32, "ndf": 32, "n_blocks": 6}
+PAIRS = {"cjk": ("sans", "serif"), "latin": ("sans", "serif")}
+DIGITS = ("handwritten", "printed")
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ---- budget ------------------------------------------------------------------------------------------
+
+def seconds_per_step(size: int, repeats: int = 3, steps: int = 4) -> dict[str, float]:
+    """Median seconds of one training step of each method at `size` px, batch 1, interleaved in this process."""
+    torch.manual_seed(0)
+    batch = {"images": {d: torch.rand(1, 3, size, size) * 2 - 1 for d in "ab"}, "labels": {}}
+    fams = {}
+    for name, (family, opts) in METHODS.items():
+        cls = family_class(family)
+        cfg = cls.resolve_config(cls.Config(**NETS, **opts), TrainConfig(crop_size=size, load_size=size)).__dict__
+        fams[name] = build_family(family, cfg, ["a", "b"], size)
+        fams[name].setup_training()
+        fams[name].train_step(batch, 0)  # warm-up
+    times = {name: [] for name in fams}
+    for r in range(repeats):
+        for name, fam in fams.items():
+            t0 = time.perf_counter()
+            for i in range(steps):
+                fam.train_step(batch, 1 + r * steps + i)
+            times[name].append((time.perf_counter() - t0) / steps)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+# ---- runs --------------------------------------------------------------------------------------------
+
+def run_dir(work: Path, data: Path, name: str, steps: int, seed: int) -> Path:
+    key = json.dumps([str(data.resolve()), METHODS[name], NETS, steps, seed], sort_keys=True)
+    return work / f"{data.name}-{name.lower()}-seed{seed}-{steps}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+
+
+def train_command(data: Path, domains, size: int, name: str, steps: int, seed: int, out: Path) -> list[str]:
+    family, opts = METHODS[name]
+    cmd = [sys.executable, "-m", "imxlate", "train", "--data", str(data), "--domains", *domains, "--model", family,
+           "--steps", str(steps), "--batch-size", "1", "--load-size", str(size), "--crop-size", str(size),
+           "--no-flip", "--seed", str(seed), "--device", "cpu", "--workers", "0", "--save-every", "100000",
+           "--sample-every", str(max(steps // 4, 1)), "--log-every", "50", "--out", str(out), "--quiet"]
+    for k, v in {**NETS, **opts}.items():
+        cmd += [f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)])
+    return cmd
+
+
+def run(cmd: list[str], out: Path) -> Path:
+    model = out / "model.safetensors"
+    if model.is_file():
+        return model
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"error: {' '.join(cmd)} failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+    (out / "checkpoint.safetensors").unlink(missing_ok=True)  # only for resuming
+    if r.stderr.strip():
+        say(f"  {out.name}: {r.stderr.strip().splitlines()[-1][:300]}")
+    return model
+
+
+# ---- scores ------------------------------------------------------------------------------------------
+
+def stack(paths: list[Path]) -> torch.Tensor:
+    return torch.stack([to_tensor(load_rgb(p)) for p in paths])
+
+
+def translate_all(tr, x: torch.Tensor, to: str, src: str, batch: int = 64) -> list[Image.Image]:
+    return [to_image(y) for i in range(0, len(x), batch) for y in tr.translate_tensor(x[i:i + batch], to, src)]
+
+
+def glyph_sets(root: Path, split: str, domains) -> dict:
+    """{(src, dst): (input images, tensor of inputs, target images)} for both directions of a split."""
+    out = {}
+    for src, dst in (domains, domains[::-1]):
+        paths = list_images(root / split / src)
+        out[(src, dst)] = ([load_rgb(p) for p in paths], stack(paths), [load_rgb(root / split / dst / p.name) for p in paths])
+    return out
+
+
+def baselines(sets: dict) -> dict:
+    blank = lambda im: Image.new("RGB", im.size, "white")  # noqa: E731
+    rows = {}
+    for name, f in (("input itself", lambda im: im), ("input blurred 1 px", lambda im: im.filter(ImageFilter.GaussianBlur(1))),
+                    ("blank white page", blank)):
+        rows[name] = {k: paired_scores([f(im) for im in inputs], targets) for k, (inputs, _, targets) in sets.items()}
+    return rows
+
+
+def summary(values: list[float], digits: int) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def glyph_table(pair: str, directions, scores: dict, base: dict, steps: dict) -> str:
+    """Markdown: per method (mean ± std over seeds) and baseline, per direction L1 / SSIM / top-1."""
+    head = " | ".join(f"{s} -> {d} L1 | SSIM | top-1" for s, d in directions)
+    lines = [f"| method | steps | {head} |", "|---|---:|" + "---:|" * 3 * len(directions)]
+    for name, per_seed in scores.items():
+        cells = []
+        for k in directions:
+            for metric, digits in (("l1", 4), ("ssim", 4), ("top1", 3)):
+                cells.append(summary([s[k][metric] for s in per_seed], digits))
+        lines.append(f"| {name} | {steps[name]} | " + " | ".join(cells) + " |")
+    for name, s in base.items():
+        cells = [f"{s[k][m]:.{d}f}" for k in directions for m, d in (("l1", 4), ("ssim", 4), ("top1", 3))]
+        lines.append(f"| {name} | - | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_between(readme: Path, tag: str, block: str) -> None:
+    text = readme.read_text() if readme.exists() else ""
+    start, end = f"<!-- {tag}:start -->", f"<!-- {tag}:end -->"
+    new = f"{start}\n{block}\n{end}"
+    if start in text:
+        text = re.sub(re.escape(start) + ".*" + re.escape(end), lambda _: new, text, flags=re.S)
+    else:
+        text += f"\n{new}\n"
+    readme.write_text(text)
+
+
+def draw_grid(rows: list[tuple[str, list[Image.Image]]], path: Path, scale: int = 2) -> None:
+    """One row per label (input, each method's translation, the true drawing)."""
+    from PIL import ImageDraw
+    label_w, cell = 110, rows[0][1][0].width
+    sheet = Image.new("RGB", (label_w + cell * len(rows[0][1]), cell * len(rows)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (label, images) in enumerate(rows):
+        draw.text((4, i * cell + cell // 2), label, fill="black", anchor="lm")
+        for j, im in enumerate(images):
+            sheet.paste(im.convert("RGB"), (label_w + j * cell, i * cell))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.resize((sheet.width * scale, sheet.height * scale), Image.NEAREST).save(path)
+
+
+# ---- main --------------------------------------------------------------------------------------------
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--glyphs", type=Path, help="examples/glyphs/prepare.py output")
+    ap.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=list(PAIRS))
+    ap.add_argument("--digits", type=Path, help="examples/digits/prepare.py output")
+    ap.add_argument("--minutes", type=float, default=5.0, help="CPU budget per glyph run (one thread)")
+    ap.add_argument("--digits-minutes", type=float, default=3.0, help="CPU budget per digits run")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="the same number of steps for every method instead of a CPU budget (tests)")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
+    ap.add_argument("--clf-steps", type=int, default=300, help="digit classifier training steps")
+    ap.add_argument("--work", type=Path, default=Path("runs/benchmark"))
+    ap.add_argument("--write", action="store_true", help="write the tables into the READMEs and draw the grid")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    args.work.mkdir(parents=True, exist_ok=True)
+    say(f"machine: {describe_machine()}")
+
+    jobs = []  # (data set, method, seed, data, domains, size, steps)
+    budgets = {}
+
+    def budget(size: int, minutes: float) -> dict[str, tuple[int, float]]:
+        """method -> (steps, seconds per step): equal CPU time, or --steps for all."""
+        if args.steps:
+            return {m: (args.steps, float("nan")) for m in METHODS}
+        return {m: (round(minutes * 60 / t), t) for m, t in seconds_per_step(size).items()}
+
+    if args.glyphs:
+        size = Image.open(list_images(args.glyphs / args.pairs[0] / "test" / "sans")[0]).width
+        budgets["glyphs"] = budget(size, args.minutes)
+        for pair in args.pairs:
+            for name in METHODS:
+                for seed in range(args.seeds):
+                    jobs.append((pair, name, seed, args.glyphs / pair, PAIRS[pair], size, budgets["glyphs"][name][0]))
+    if args.digits:
+        budgets["digits"] = budget(32, args.digits_minutes)
+        for name in METHODS:
+            for seed in range(args.seeds):
+                jobs.append(("digits", name, seed, args.digits / "train", DIGITS, 32, budgets["digits"][name][0]))
+    for kind, b in budgets.items():
+        say(f"{kind}: " + ", ".join(f"{m} {t:.3f} s/step -> {n} steps" for m, (n, t) in b.items()))
+
+    def one(job):
+        label, name, seed, data, domains, size, steps = job
+        out = run_dir(args.work, data if label != "digits" else args.digits, name, steps, seed)
+        t0 = time.perf_counter()
+        model = run(train_command(data, domains, size, name, steps, seed, out), out)
+        say(f"{label} {name} seed {seed}: {steps} steps, {time.perf_counter() - t0:.0f} s wall")
+        return job, model
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        models = {(j[0], j[1], j[2]): m for j, m in pool.map(one, jobs)}
+
+    blocks, choice = {}, {}
+    for pair in (args.pairs if args.glyphs else []):
+        root, domains = args.glyphs / pair, PAIRS[pair]
+        directions = [domains, domains[::-1]]
+        test, val = glyph_sets(root, "test", domains), glyph_sets(root, "val", domains)
+        scores, val_scores, shown = {}, {}, {}
+        for name in METHODS:
+            scores[name], val_scores[name] = [], []
+            for seed in range(args.seeds):
+                tr = imxlate.load(models[(pair, name, seed)], device="cpu")
+                for sets, bucket in ((test, scores[name]), (val, val_scores[name])):
+                    fakes = {k: translate_all(tr, x, k[1], k[0]) for k, (_, x, _) in sets.items()}
+                    bucket.append({k: paired_scores(fakes[k], sets[k][2]) for k in sets})
+                    if seed == 0 and sets is test:
+                        shown[name] = fakes
+            say(f"{pair} {name}: test " + "; ".join(
+                f"{s}->{d} top-1 {summary([x[(s, d)]['top1'] for x in scores[name]], 3)}" for s, d in directions))
+        choice[pair] = {name: statistics.mean(x[k]["top1"] for x in val_scores[name] for k in val) for name in METHODS}
+        blocks[pair] = glyph_table(pair, directions, scores, baselines(test), {m: budgets["glyphs"][m][0] for m in METHODS})
+        if args.write and pair == args.pairs[0]:
+            s, d = domains
+            inputs, _, targets = test[(s, d)]
+            n = 10
+            rows = [(f"{s} (input)", inputs[:n])] + [(name, shown[name][(s, d)][:n]) for name in METHODS]
+            rows += [(f"{d} (truth)", targets[:n])]
+            inputs, _, targets = test[(d, s)]
+            rows += [(f"{d} (input)", inputs[:n])] + [(name, shown[name][(d, s)][:n]) for name in METHODS]
+            rows += [(f"{s} (truth)", targets[:n])]
+            draw_grid(rows, GRID)
+
+    if args.digits:
+        h, p = DIGITS
+        judges = {}
+        for d in DIGITS:
+            out = args.work / f"classifier-{d}-{args.clf_steps}.safetensors"
+            if not out.is_file():
+                train_classifier(args.digits / "train" / d, out, steps=args.clf_steps, image_size=32, width=16, seed=0)
+            judges[d] = load_classifier(out)
+        tests = {d: list_images(args.digits / "test" / d) for d in DIGITS}
+        x = {d: stack(tests[d]) for d in DIGITS}
+        labels = {d: class_labels(args.digits / "test" / d, tests[d]) for d in DIGITS}
+        lines = ["| method | steps | handwritten -> printed | printed -> handwritten |", "|---|---:|---:|---:|"]
+        ident = {(s, d): classified_accuracy(judges[d], tests[s], labels[s]) for s, d in ((h, p), (p, h))}
+        for name in METHODS:
+            acc = {k: [] for k in ident}
+            for seed in range(args.seeds):
+                tr = imxlate.load(models[("digits", name, seed)], device="cpu")
+                for s, d in ident:
+                    acc[(s, d)].append(classified_accuracy(judges[d], translate_all(tr, x[s], d, s), labels[s]))
+            lines.append(f"| {name} | {budgets['digits'][name][0]} | {summary(acc[(h, p)], 3)} | {summary(acc[(p, h)], 3)} |")
+            say(f"digits {name}: {lines[-1]}")
+        lines.append(f"| no translation (the input itself) | - | {ident[(h, p)]:.3f} | {ident[(p, h)]:.3f} |")
+        blocks["digits"] = "\n".join(lines)
+
+    note = (f"Machine: {describe_machine()}. Budget per run: " + "; ".join(
+        f"{kind} {args.minutes if kind == 'glyphs' else args.digits_minutes:g} min of one thread ("
+        + ", ".join(f"{m} {t:.3f} s/step" for m, (n, t) in b.items()) + ")" for kind, b in budgets.items())
+        + f"; {args.seeds} seeds (mean ± std).")
+    for tag, block in blocks.items():
+        say(f"\n{tag}\n{block}")
+    if choice:
+        means = {m: statistics.mean(c[m] for c in choice.values()) for m in METHODS}
+        winner = max(means, key=means.get)
+        chosen = (f"Validation top-1 (mean over pairs, directions and seeds): "
+                  + ", ".join(f"{m} {v:.3f}" for m, v in means.items()) + f"; chosen: **{winner}**.")
+        say(chosen)
+    say(note)
+    if args.write:
+        readme = HERE / "README.md"
+        for pair in (args.pairs if args.glyphs else []):
+            write_between(readme, f"bench-{pair}", blocks[pair])
+        if choice:
+            write_between(readme, "bench-choice", chosen + "\n\n" + note)
+        if args.digits:
+            write_between(HERE.parent / "digits" / "README.md", "bench-contrastive", blocks["digits"] + "\n\n" + note)
+
+
+if __name__ == "__main__":
+    main()

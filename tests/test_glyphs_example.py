@@ -1,0 +1,61 @@
+"""The glyph benchmark's scripts: prepare.py's split is disjoint and paired where it must be, and
+benchmark.py trains every method, scores it beside the baselines and chooses on validation alone."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from imxlate.data import list_images, load_rgb
+from imxlate.paired import paired_scores
+
+ROOT = Path(__file__).parents[1]
+FONTS = [Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"), Path("/usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf")]
+pytestmark = pytest.mark.skipif(not all(f.is_file() for f in FONTS), reason="needs fonts-dejavu-core")
+
+
+@pytest.fixture(scope="module")
+def latin(tmp_path_factory):
+    out = tmp_path_factory.mktemp("glyphs")
+    r = subprocess.run([sys.executable, ROOT / "examples/glyphs/prepare.py", out, "--pairs", "latin", "--size", "32"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def names(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()}
+
+
+def test_split_is_disjoint_and_paired(latin):
+    root = latin / "latin"
+    train_a, train_b = names(root / "sans"), names(root / "serif")
+    test, val = names(root / "test" / "sans"), names(root / "val" / "sans")
+    assert names(root / "test" / "serif") == test and names(root / "val" / "serif") == val  # exact targets
+    assert len(test) == 200 and len(val) == 100 and abs(len(train_a) - len(train_b)) <= 1 and len(train_a) > 300
+    parts = [train_a, train_b, test, val]
+    assert all(not (x & y) for i, x in enumerate(parts) for y in parts[i + 1:])  # no character in two parts
+    a = load_rgb(root / "test" / "sans" / sorted(test)[0])
+    assert a.size == (32, 32) and a.getextrema()[0] == (0, 255)  # black ink on white
+
+
+def test_benchmark_trains_scores_and_chooses_on_validation(latin, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, ROOT / "examples/glyphs/benchmark.py", "--glyphs", latin, "--pairs", "latin",
+                        "--steps", "2", "--seeds", "1", "--jobs", "1", "--work", tmp_path / "work"],
+                       capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = {line.split("|")[1].strip(): line for line in r.stdout.splitlines() if line.startswith("| ")}
+    assert {"CycleGAN", "CUT", "FastCUT", "input itself", "input blurred 1 px", "blank white page"} <= set(rows)
+    # the identity row is the paired scores of the inputs against their true drawings
+    root = latin / "latin" / "test"
+    paths = list_images(root / "sans")
+    direct = paired_scores([load_rgb(p) for p in paths], [load_rgb(root / "serif" / p.name) for p in paths])
+    cells = [c.strip() for c in rows["input itself"].split("|")[3:6]]
+    assert cells == [f"{direct['l1']:.4f}", f"{direct['ssim']:.4f}", f"{direct['top1']:.3f}"]
+    assert re.search(r"chosen: \*\*(CycleGAN|CUT|FastCUT)\*\*", r.stdout)
+    assert len(list((tmp_path / "work").glob("*/model.safetensors"))) == 3
