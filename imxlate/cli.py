@@ -10,14 +10,51 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
+
+try:  # typer 0.2x carries its own click
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # older typer uses click itself
+    from click import exceptions as click_exceptions
 
 from . import store
-from .config import TrainConfig, options_help, parse_extra_args
-from .errors import ImxlateError
+from .config import TrainConfig, check_at_least, options_help, parse_extra_args
+from .data import MAX_PIXELS
+from .errors import ImxlateError, os_error_message
 from .families import REGISTRY, family_class
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode="rich",
+
+def fail(message: str, status: int = 2):
+    """Print `message` as one `error:` line on stderr and exit with `status`: the one place errors are shown."""
+    err.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
+    raise SystemExit(status)
+
+
+class OneLineErrors(TyperGroup):
+    """Usage errors (an unknown option, a missing argument, a bad number) as one line, like every other error."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except getattr(click_exceptions, "NoArgsIsHelpError", ()) as e:
+            e.show()
+            raise SystemExit(e.exit_code) from None
+        except click_exceptions.ClickException as e:
+            ctx = getattr(e, "ctx", None)
+            msg = e.format_message().replace("\n", " ").rstrip(".")
+            if ctx is not None:
+                msg += f"{' ' if msg.endswith('?') else '; '}see `{ctx.command_path} --help`"
+            fail(msg, e.exit_code)
+        except typer.Abort:
+            fail("aborted", 1)
+        raise SystemExit(rv if isinstance(rv, int) else 0)
+
+
+app = typer.Typer(cls=OneLineErrors, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode="rich",
                   help="Unpaired image-to-image translation: train, translate, evaluate.\n\n"
                        "  imxlate train --domains photos vangogh\n\n"
                        "  imxlate translate input/ --to vangogh\n\n"
@@ -28,14 +65,16 @@ err = Console(stderr=True, highlight=False)
 
 
 def user_errors(fn):
-    """Print an ImxlateError as one line and exit with status 2 (no traceback)."""
+    """Print an ImxlateError (or a file error no code path foresaw: a full disk, no permission) as one
+    line and exit with status 2, never a traceback."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except ImxlateError as e:
-            err.print(f"[red]error:[/] {e}", soft_wrap=True)
-            raise typer.Exit(2) from None
+            fail(str(e))
+        except OSError as e:
+            fail(os_error_message(e))
     return wrapper
 
 
@@ -115,6 +154,9 @@ def train(
     family_args = parse_extra_args(extra)
     if resume and family_args:
         raise ImxlateError("a resumed run keeps its recipe; drop the family options (only --steps, --device, --workers change)")
+    cfg.check()
+    if out_dir is not None and not resume:  # only tried (nothing left behind), but kept for ranks that run at once
+        store.prepare_folder(out_dir, create=int(os.environ.get("WORLD_SIZE", "1")) > 1)
     run_training(cfg, family_args, str(resume) if resume else None, quiet=quiet)
 
 
@@ -137,21 +179,30 @@ def translate(
     samples: int = typer.Option(1, help="variants per input (stochastic families): name_0.png, name_1.png, ..."),
     seed: Optional[int] = typer.Option(None, help="seed for stochastic families (repeatable outputs)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace existing files in --out (never inputs)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace existing files in --out (never inputs; "
+                                   "a link there is replaced, never written through)"),
+    max_pixels: int = typer.Option(MAX_PIXELS, help="skip images with more pixels than this (width x height, after "
+                                   "--size); raise it when there is memory for larger ones"),
+    no_verify: bool = typer.Option(False, "--no-verify", help="load a model file whose recorded digest does not "
+                                   "match (changed bytes) anyway"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ):
-    """Translate images into domain --to; outputs keep each input's size and alpha."""
-    from .translate import Translator, find_model
+    """Translate images into domain --to; outputs keep each input's size and alpha.
 
+    An image that cannot be read or is too large is skipped and reported (exit status 1); the others
+    are translated. Outputs are written as new files and renamed into place.
+    """
+    from .translate import Translator, check_options, find_model
+
+    check_options(batch_size, size, samples, seed, max_pixels)
     path, how = find_model(model, to)
-    tr = Translator.open(path, device=device)
+    tr = Translator.open(path, device=device, verify=not no_verify)
     err.print(f"Model: {path} ({how}; {', '.join(tr.domains)})")
-    report = tr.translate_folder(inputs, to, out_dir, source, batch_size, size, samples, seed, overwrite, not quiet)
-    if report.failed:
-        err.print(f"[red]{len(report.failed)} file(s) failed:[/] " + ", ".join(str(p) for p, _ in report.failed))
+    report = tr.translate_folder(inputs, to, out_dir, source, batch_size, size, samples, seed, overwrite, not quiet,
+                                 max_pixels)
     out.print(f"Wrote {len(report.written)} image(s) to {report.out}/")
     if report.failed:
-        raise typer.Exit(1)
+        fail(f"{len(report.failed)} file(s) skipped (reasons above): " + ", ".join(str(p) for p, _ in report.failed), 1)
 
 
 @app.command(name="eval", epilog="Examples:\n\n"
@@ -181,6 +232,8 @@ def evaluate(
                                                   "(scores are then marked not comparable)"),
     batch_size: int = typer.Option(50, help="images per Inception batch"),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps"),
+    no_verify: bool = typer.Option(False, "--no-verify", help="load a model file whose recorded digest does not "
+                                   "match (changed bytes) anyway"),
     as_json: bool = typer.Option(False, "--json", help="print results as JSON"),
 ):
     """Score translations: FID / KID / IS against real images, label preservation, paired metrics.
@@ -192,6 +245,7 @@ def evaluate(
     from . import metrics
     from .translate import Translator, find_model
 
+    check_at_least({"batch_size": batch_size}, 1)
     names = [m for m, on in (("fid", fid), ("kid", kid), ("is", inception_score)) if on]
     inception = None
     if names or save_stats:
@@ -233,7 +287,7 @@ def evaluate(
                 out.print(ev.format_paired(result["paired"], paired_target))
         return
     path, how = find_model(model, to)
-    tr = Translator.open(path, device=device)
+    tr = Translator.open(path, device=device, verify=not no_verify)
     err.print(f"Model: {path} ({how}; {', '.join(tr.domains)})")
     if source:
         if not to:
@@ -283,24 +337,34 @@ def info(model: Optional[str] = typer.Argument(None, help="model file or run fol
     from .translate import find_model
 
     path, _ = find_model(model, None) if model else _shipped_or_newest()
-    meta = store.read_metadata(path)
+    meta, status = store.inspect(path)  # a file that is not intact is an error, not a table
+    integrity = ("intact (its recorded digest matches)" if status == "intact"
+                 else "no digest recorded (written before imxlate recorded one; not checked)")
     if as_json:
-        out.print_json(json.dumps(meta))
+        out.print_json(json.dumps({**meta, "integrity": status}))
+        return
+    if meta["format"] != store.MODEL_FORMAT:
+        state = meta["state"]
+        out.print(f"{path}: training checkpoint of {state.get('family')} ({', '.join(state.get('domains', []))}), "
+                  f"step {state.get('step')} of {state.get('stop')}; integrity: {integrity}")
         return
     t = Table(title=str(path), show_header=False)
     t.add_row("family", meta["family"])
     t.add_row("domains", ", ".join(meta["domains"]))
-    t.add_row("directions", ", ".join(meta.get("directions", [])))
+    t.add_row("directions", ", ".join(map(str, meta.get("directions", []))))
     t.add_row("image size", str(meta.get("image_size")))
-    t.add_row("format", f"{meta['format']} v{meta['format_version']}")
-    for name, d in meta.get("networks", {}).items():
-        t.add_row(f"network {name}", f"{d['class']}, {d['parameters']:,} parameters")
+    t.add_row("format", f"{meta['format']} v{meta.get('format_version')}")
+    t.add_row("integrity", integrity)
+    for name, d in (meta.get("networks") or {}).items():
+        d = d if isinstance(d, dict) else {}
+        t.add_row(f"network {name}", f"{d.get('class')}, {d.get('parameters', 0):,} parameters")
     t.add_row("architecture", ", ".join(f"{k}={v}" for k, v in meta["config"].items()))
-    if any(meta.get("classes", {}).values()):
-        t.add_row("classes", "; ".join(f"{k}: {', '.join(v)}" for k, v in meta["classes"].items()))
-    tr = meta.get("training", {})
+    classes = meta.get("classes") if isinstance(meta.get("classes"), dict) else {}
+    if any(classes.values()):
+        t.add_row("classes", "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in classes.items()))
+    tr = meta.get("training") if isinstance(meta.get("training"), dict) else {}
     t.add_row("training", ", ".join(f"{k}={v}" for k, v in tr.items() if k != "config"))
-    if meta.get("source"):
+    if isinstance(meta.get("source"), dict) and meta["source"]:
         t.add_row("imported from", ", ".join(f"{k}={v}" for k, v in meta["source"].items()))
     out.print(t)
 
@@ -324,10 +388,17 @@ def runs(folder: Path = typer.Argument(Path("runs"), help="the runs folder")):
         raise ImxlateError(f"no runs folder at {folder}; start one with `imxlate train --domains A B`")
     t = Table("run", "family", "domains", "steps", "last checkpoint", "model")
     for ckpt in sorted(folder.rglob(CHECKPOINT)):
-        meta = store.read_metadata(ckpt)["state"]
         when = datetime.datetime.fromtimestamp(ckpt.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
-        t.add_row(str(ckpt.parent), meta["family"], ", ".join(meta["domains"]), f"{meta['step']} of {meta['stop']}",
-                  when, "yes" if (ckpt.parent / MODEL).exists() else "no")
+        model_file = "yes" if (ckpt.parent / MODEL).exists() else "no"
+        try:
+            meta = store.read_metadata(ckpt)
+            if meta["format"] != store.CHECKPOINT_FORMAT:
+                raise ImxlateError("not a checkpoint")
+            meta = meta["state"]
+            t.add_row(str(ckpt.parent), str(meta["family"]), ", ".join(meta["domains"]),
+                      f"{meta['step']} of {meta['stop']}", when, model_file)
+        except (ImxlateError, KeyError, TypeError):
+            t.add_row(str(ckpt.parent), "unreadable checkpoint", "", "", when, model_file)
     out.print(t)
 
 
@@ -345,9 +416,16 @@ def train_classifier(
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps"),
 ):
     """Train a small classifier on class folders (to judge translations with eval --classifier, or as --perceptual-net)."""
+    from .config import check_seed
     from .nets.classifier import train_classifier as run
     from .train import pick_device
 
+    check_at_least({"steps": steps, "batch_size": batch_size, "image_size": image_size, "width": width}, 1)
+    check_at_least({"lr": lr}, 0)
+    check_seed(seed)
+    if out_file.is_dir():
+        raise ImxlateError(f"--out {out_file} is a folder; --out names the classifier file to write")
+    store.prepare_folder(out_file.parent, "--out folder")
     s = run(list(data), out_file, steps, batch_size, image_size, width, lr, seed, pick_device(device))
     out.print(f"Wrote {s['path']}: {len(s['classes'])} classes, {s['images']} images, "
               f"training accuracy {s['train_accuracy']:.1%}")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 
@@ -42,6 +43,29 @@ class TrainConfig:
     ema: float = field(default=0.0, metadata={
         "help": "decay of a moving average of the translation networks, e.g. 0.999; model file and samples use it"})
 
+    def check(self) -> None:
+        """Refuse values that cannot train (zero or negative counts and sizes, a domain named twice, ...)
+        before anything runs; fields left as None are the family's defaults and are not checked."""
+        check_at_least({k: getattr(self, k) for k in ("steps", "epochs", "batch_size", "load_size", "crop_size",
+                                                      "max_images", "save_every", "sample_every", "log_every",
+                                                      "gradient_accumulation")}, 1)
+        check_at_least({k: getattr(self, k) for k in ("epochs_decay", "snapshot_every", "workers")}, 0)
+        check_seed(self.seed)
+        from .data import PREPROCESS_MODES
+
+        if self.preprocess not in PREPROCESS_MODES:
+            raise ImxlateError(f"--preprocess {self.preprocess}: use {', '.join(PREPROCESS_MODES)}")
+        if self.amp not in AMP_MODES:
+            raise ImxlateError(f"--amp {self.amp}: use {', '.join(AMP_MODES)}")
+        if not 0 <= self.ema < 1:
+            raise ImxlateError(f"--ema {self.ema}: a decay in [0, 1), e.g. 0.999 (0 turns it off)")
+        if any(not d.strip() for d in self.domains):
+            raise ImxlateError("a domain name is empty; name each domain folder, e.g. --domains photos vangogh")
+        twice = sorted({d for d in self.domains if self.domains.count(d) > 1})
+        if twice:
+            raise ImxlateError(f"--domains names {', '.join(twice)} more than once; name each domain once, "
+                               "e.g. --domains photos vangogh")
+
     def resolved(self, family_defaults: dict) -> "TrainConfig":
         """Fill None fields from the family's defaults, then the generic ones."""
         generic = dict(epochs=100, epochs_decay=100, batch_size=1, load_size=286, crop_size=256)
@@ -52,6 +76,27 @@ class TrainConfig:
         if values["load_size"] < values["crop_size"]:
             values["load_size"] = values["crop_size"]
         return TrainConfig(**values)
+
+
+AMP_MODES = ("none", "bf16", "fp16")
+# Whole-number family options for which 0 means "none" (every other one counts or sizes something: 1 or more).
+ZERO_ALLOWED = {"pool_size", "vae_steps", "shared_layers"}
+SEED_LIMIT = 2**32
+
+
+def check_at_least(values: dict, minimum: int) -> None:
+    """Refuse any option in {name: value} below `minimum` (None: unset, not checked) or not a finite number."""
+    for name, v in values.items():
+        if v is None or isinstance(v, bool):
+            continue
+        if not math.isfinite(v) or v < minimum:
+            raise ImxlateError(f"--{name.replace('_', '-')} {v}: give {minimum} or more")
+
+
+def check_seed(seed: int | None) -> None:
+    """A seed is a whole number from 0 to 2**32 - 1."""
+    if seed is not None and not 0 <= seed < SEED_LIMIT:
+        raise ImxlateError(f"--seed {seed}: give a whole number from 0 to {SEED_LIMIT - 1}")
 
 
 def to_dict(cfg) -> dict:
@@ -83,7 +128,8 @@ def _convert(value: str, tp, name: str):
     try:
         return tp(value)
     except ValueError:
-        raise ImxlateError(f"--{name} takes a {tp.__name__}, not {value!r}") from None
+        kind = {int: "whole number", float: "number"}.get(tp, tp.__name__)
+        raise ImxlateError(f"--{name} takes a {kind}, not {value!r}") from None
 
 
 def parse_extra_args(args: list[str]) -> dict[str, str | None]:
@@ -118,6 +164,9 @@ def apply_overrides(cfg, overrides: dict[str, str | None]):
                 changes[f.name] = True
             else:
                 changes[f.name] = _convert(raw, tp, f.name.replace("_", "-"))
+                value = changes[f.name]
+                if isinstance(value, (int, float)):  # counts, sizes, weights and rates are never negative
+                    check_at_least({f.name: value}, 0 if isinstance(value, float) or f.name in ZERO_ALLOWED else 1)
             used.add(f.name)
     return dataclasses.replace(cfg, **changes), used
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import glob
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,10 +12,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .errors import ImxlateError
+from .errors import ImxlateError, missing_path_message
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "none")
+# The largest image translated in one piece (width x height, after --size): 4096 x 4096. Memory grows with
+# the pixels (a 64-filter network holds several 64-channel float copies of the image), so larger ones
+# are refused rather than run out of memory; translate's --max-pixels raises it.
+MAX_PIXELS = 4096 * 4096
 
 
 def is_image(path: Path) -> bool:
@@ -51,7 +56,7 @@ def expand_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
             elif path.is_file():
                 pairs.append((path, Path(path.name)))
             else:
-                raise ImxlateError(f"{path} does not exist")
+                raise ImxlateError(missing_path_message(path))
     return pairs
 
 
@@ -62,9 +67,27 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(a * scale + 0.5, 0, 255).astype(np.uint8), "L")
 
 
-def load_image(path: str | Path) -> tuple[Image.Image, Image.Image | None]:
-    """Decode any image file to (RGB image, alpha channel or None), EXIF orientation applied."""
-    with Image.open(path) as img:
+def too_large(width: int, height: int, max_pixels: int | None) -> str | None:
+    """Why an image of this size is refused (more pixels than `max_pixels`), or None."""
+    if max_pixels is None or width * height <= max_pixels:
+        return None
+    return (f"{width}x{height} pixels ({width * height / 1e6:.1f} MP) is more than the limit of {max_pixels} "
+            "pixels; shrink it with --size N, or raise --max-pixels if there is memory for it")
+
+
+def load_image(path: str | Path, max_pixels: int | None = None) -> tuple[Image.Image, Image.Image | None]:
+    """Decode any image file to (RGB image, alpha channel or None), EXIF orientation applied.
+
+    An image of more than `max_pixels` pixels is refused from its header, before it is decoded.
+    """
+    with warnings.catch_warnings():
+        if max_pixels is not None and max_pixels <= (Image.MAX_IMAGE_PIXELS or max_pixels):
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own, lower limit applies
+        img = Image.open(path)
+    with img:
+        refused = too_large(*img.size, max_pixels)
+        if refused:
+            raise ImxlateError(refused)
         img = ImageOps.exif_transpose(img)
         img.load()
     if img.mode.startswith("I") or img.mode == "F":
@@ -135,13 +158,13 @@ class Transform:
         return t.flip(-1) if self.flip and flip else t
 
 
-def _header_ok(path: Path) -> bool:
+def _header_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the file's header, or None when it is not a readable image."""
     try:
         with Image.open(path) as img:
-            img.size
-        return True
+            return img.size
     except Exception:
-        return False
+        return None
 
 
 class Domain:
@@ -149,17 +172,18 @@ class Domain:
 
     def __init__(self, name: str, root: Path, max_images: int | None = None):
         self.name, self.root = name, root
-        paths = list_images(root)
-        bad = [p for p in paths if not _header_ok(p)]
-        for p in bad:
-            print(f"warning: skipping unreadable image {p}", file=sys.stderr)
-        paths = [p for p in paths if p not in set(bad)]
+        sizes = {p: _header_size(p) for p in list_images(root)}
+        for p, size in sizes.items():
+            if size is None:
+                print(f"warning: skipping unreadable image {p}", file=sys.stderr)
+        paths = [p for p, size in sizes.items() if size is not None]
         if not paths:
             raise ImxlateError(f"domain '{name}' has no readable image in {root} "
                                f"(looked for {', '.join(sorted(IMAGE_EXTENSIONS))} files)")
         if max_images:
             paths = paths[:max_images]
         self.paths = paths
+        self.sizes = [sizes[p] for p in paths]
         subdirs = sorted({p.relative_to(root).parts[0] for p in paths if len(p.relative_to(root).parts) > 1})
         self.classes = subdirs if subdirs and all(len(p.relative_to(root).parts) > 1 for p in paths) else []
         index = {c: i for i, c in enumerate(self.classes)}
@@ -167,6 +191,18 @@ class Domain:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+
+def upscale_note(domains: list[Domain], crop_size: int, preprocess: str = "resize_and_crop") -> str:
+    """'; N of M images are smaller than 256 px and are upscaled (...)' for the training summary, or ''."""
+    if preprocess == "none":
+        return ""
+    small = sum(min(w, h) < crop_size for d in domains for w, h in d.sizes)
+    if not small:
+        return ""
+    total = sum(len(d) for d in domains)
+    return (f"; {small} of {total} images are smaller than {crop_size} px and are upscaled "
+            "(a lower --crop-size trains at their own resolution)")
 
 
 def find_domain_folder(data: Path, name: str, index: int, split: str = "train") -> Path:

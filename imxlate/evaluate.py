@@ -1,11 +1,12 @@
 """`imxlate eval` as library functions: score folders, or translate with a model and score each direction."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from . import metrics
 from .paired import match_by_name, paired_scores
-from .data import find_test_folder, list_images, load_image, load_rgb, to_image, to_tensor
+from .data import MAX_PIXELS, find_test_folder, list_images, load_image, load_rgb, to_image, to_tensor
 from .errors import ImxlateError
 
 
@@ -18,9 +19,9 @@ def translate_in_memory(tr, paths: list[Path], to: str, src: str | None, batch_s
     outs, l1s = [], []
     for path in paths:
         try:
-            rgb, _ = load_image(path)
-        except Exception as e:
-            print(f"skipped {path}: {e}")
+            rgb, _ = load_image(path, MAX_PIXELS)
+        except Exception as e:  # warnings go to stderr: stdout may be --json
+            print(f"skipped {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
             continue
         x = to_tensor(rgb)[None]
         y = tr.translate_tensor(x, to, src)

@@ -10,7 +10,6 @@ metadata_props, TorchScript in an extra file `imxlate.json`.
 """
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
@@ -25,7 +24,7 @@ import typer
 from rich.console import Console
 
 from . import store
-from .errors import ImxlateError
+from .errors import ImxlateError, from_os_error
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 CONVENTION = ("input: float32 RGB (batch, 3, height, width) in [0, 1]; "
@@ -70,7 +69,8 @@ def exportable(family, to: str, src: str | None = None, fp16: bool = False) -> E
 
 
 def export_model(model: str | Path, to: str, out: str | Path | None = None, fmt: str = "onnx",
-                 src: str | None = None, fp16: bool = False, device: str = "cpu", overwrite: bool = False) -> Path:
+                 src: str | None = None, fp16: bool = False, device: str = "cpu", overwrite: bool = False,
+                 verify: bool = True) -> Path:
     """Write the direction into domain `to` of model file (or run folder) `model` as ONNX or
     TorchScript (`fmt`) -> the path written. See the module docstring for the graph's inputs and outputs."""
     from .translate import find_model
@@ -81,17 +81,25 @@ def export_model(model: str | Path, to: str, out: str | Path | None = None, fmt:
         raise ImxlateError("ONNX export needs the export extra: pip install 'imxlate[export]'")
     path, _ = find_model(str(model), to)
     out = Path(out) if out else Path(f"{path.stem}-to-{to}{FORMATS[fmt]}")
-    if out.exists() and not overwrite:
+    if out.is_dir():
+        raise ImxlateError(f"--out {out} is a folder; --out names the file to write")
+    if os.path.lexists(out) and not overwrite:
         raise ImxlateError(f"{out} already exists; choose another --out or pass --overwrite")
-    module = exportable(store.load_model(path, device), to, src, fp16)
+    if out.resolve() == path.resolve():
+        raise ImxlateError(f"--out {out} is the model file being exported; choose another output file")
+    store.prepare_folder(out.parent, "--out folder")
+    module = exportable(store.load_model(path, device, verify), to, src, fp16)
     meta = store.read_metadata(path)
     info = {"imxlate_model": path.name, "model_sha256": store.sha256(path), "family": meta["family"],
             "to": to, "from": src or ", ".join(a for a, b in module.family.directions() if b == to),
             "convention": CONVENTION, "fp16": fp16, "size_multiple": module.family.size_multiple}
     # A batch of two, sizes off the size multiple: nothing in the trace can specialise to 1 or to "no padding".
     example = torch.rand(2, 3, 37, 45, device=device)
-    with _written_atomically(out) as tmp:
-        (_onnx if fmt == "onnx" else _torchscript)(module, example, tmp, info)
+    try:
+        with store.atomic_path(out) as tmp:
+            (_onnx if fmt == "onnx" else _torchscript)(module, example, tmp, info)
+    except OSError as e:
+        raise from_os_error(e, f"writing {out}", "nothing was written") from None
     return out
 
 
@@ -116,19 +124,6 @@ def _torchscript(module: nn.Module, example: torch.Tensor, path: str, info: dict
         torch.jit.save(traced, path, _extra_files={"imxlate.json": json.dumps(info)})
 
 
-@contextlib.contextmanager
-def _written_atomically(out: Path):
-    """A temporary path beside `out`, renamed to `out` when the block succeeds and removed otherwise."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = str(out.with_name(f".{out.name}.{os.getpid()}.tmp"))  # not mkstemp: that would leave the file 0600
-    try:
-        yield tmp
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 # ---- command line (the lead registers this as `imxlate export`) -------------------------------------
 
 EXPORT_EPILOG = ("Examples:\n\n"
@@ -146,11 +141,13 @@ def export_command(
     fp16: bool = typer.Option(False, help="float16 weights and arithmetic, for GPU runtimes (I/O stays float32)"),
     device: str = typer.Option("cpu", help="device to trace on (cpu | cuda | cuda:N)"),
     overwrite: bool = typer.Option(False, help="replace an existing --out file"),
+    no_verify: bool = typer.Option(False, "--no-verify", help="load a model file whose recorded digest does not "
+                                   "match (changed bytes) anyway"),
 ):
     """Export one direction of a model as ONNX or TorchScript, with dynamic batch, height and width.
 
     The graph takes float32 RGB images (batch, 3, height, width) with values in [0, 1] and returns
     the translations in the same layout and range; scaling, padding and cropping are inside it.
     """
-    written = export_model(model, to, out_file, fmt, src, fp16, device, overwrite)
+    written = export_model(model, to, out_file, fmt, src, fp16, device, overwrite, not no_verify)
     Console(highlight=False).print(f"Wrote {written} ({fmt}{', fp16' if fp16 else ''}): images in [0, 1] -> '{to}'")

@@ -9,6 +9,7 @@ tensors only, never pickled code.
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import List, Optional
@@ -19,6 +20,7 @@ import typer
 from rich.console import Console
 
 from . import store
+from .config import check_at_least
 from .errors import ImxlateError
 from .families import build_family
 
@@ -207,8 +209,11 @@ def import_checkpoint(path: str | Path, out: str | Path | None = None, family: s
     for p in (path, reverse):
         if p is not None and out.exists() and out.resolve() == Path(p).resolve():
             raise ImxlateError(f"--out {out} is the checkpoint being imported; choose another output file")
-    if out.exists() and not overwrite:
+    if out.is_dir():
+        raise ImxlateError(f"--out {out} is a folder; --out names the model file to write")
+    if os.path.lexists(out) and not overwrite:
         raise ImxlateError(f"{out} already exists; choose another --out or pass --overwrite")
+    check_at_least({"image_size": image_size}, 1)
     family = family or detect_family(read_state_dict(path), path)
     if family not in FOREIGN_FAMILIES:
         raise ImxlateError(f"--family {family}: imxlate imports {' and '.join(FOREIGN_FAMILIES)} checkpoints")

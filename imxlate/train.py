@@ -21,7 +21,8 @@ from torchvision.utils import save_image
 
 from . import store
 from .config import TrainConfig, apply_overrides, from_dict, to_dict
-from .data import Domain, Transform, UnpairedDataset, collate, find_domain_folder, load_rgb, to_tensor, worker_count
+from .data import (Domain, Transform, UnpairedDataset, collate, find_domain_folder, load_rgb, to_tensor, upscale_note,
+                   worker_count)
 from .errors import ImxlateError
 from .families import family_class
 from .health import CHECK_EVERY, CollapseWatch, look
@@ -184,6 +185,7 @@ def train(cfg: TrainConfig, family_args: dict | None = None, resume: str | None 
 
     `family_args` are `--key value` overrides of the family's config (strings, converted here).
     """
+    cfg.check()  # counts, sizes, domains: refused before anything runs (the CLI calls it too)
     rank, world, local = dist_setup()
     try:
         run_dir = _train(cfg, family_args or {}, resume, quiet, rank, world, local)
@@ -224,10 +226,6 @@ def _train(cfg, family_args, resume, quiet, rank, world, local) -> Path:
         run_dir = None
     if len(cfg.domains) < 2:
         raise ImxlateError("name at least two domains, e.g. --domains photos vangogh")
-    if cfg.preprocess not in ("resize_and_crop", "crop", "scale_width", "none"):
-        raise ImxlateError(f"--preprocess {cfg.preprocess}: use resize_and_crop, crop, scale_width or none")
-    if not 0 <= cfg.ema < 1:
-        raise ImxlateError(f"--ema {cfg.ema}: a decay in [0, 1), e.g. 0.999 (0 turns it off)")
 
     device = pick_device(cfg.device, local if world > 1 else None)
     data_root = Path(cfg.data)
@@ -279,7 +277,8 @@ def _train(cfg, family_args, resume, quiet, rank, world, local) -> Path:
         _say(rank, quiet, f"Device: {device}" + (f" x {world} ranks (global batch {cfg.batch_size * world})" if world > 1 else ""))
         _say(rank, quiet, f"Family: {fam_cls.name}; networks: {sizes} parameters")
     _say(rank, quiet, f"Training {stop} steps ({steps_per_epoch} per epoch, batch {cfg.batch_size}, "
-         f"{cfg.crop_size}px); stages: {', '.join(f'{n} {s}' for n, s in stages)}")
+         f"{cfg.crop_size}px); stages: {', '.join(f'{n} {s}' for n, s in stages)}"
+         + ("" if state else upscale_note(domains, cfg.crop_size, cfg.preprocess)))
 
     meta = {"family": fam_cls.name, "family_config": to_dict(fam_cfg), "train_config": to_dict(cfg),
             "domains": cfg.domains, "classes": classes, "image_size": cfg.crop_size, "world_size": world,

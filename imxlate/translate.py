@@ -1,6 +1,7 @@
 """Inference: finding a model, translating tensors, images and folders of any size, writing outputs."""
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
@@ -13,8 +14,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from . import store
-from .data import expand_inputs, load_image, to_image, to_tensor
-from .errors import ImxlateError
+from .config import check_at_least, check_seed
+from .data import MAX_PIXELS, expand_inputs, load_image, to_image, to_tensor, too_large
+from .errors import ImxlateError, from_os_error, missing_path_message
 
 console = Console(highlight=False, stderr=True)
 
@@ -49,7 +51,8 @@ def find_model(model: str | None, to: str | None) -> tuple[Path, str]:
         if p.is_dir():
             p = p / store_name()
         if not p.is_file():
-            raise ImxlateError(f"no model file at {p}; --model takes a .safetensors file or a run folder")
+            why = missing_path_message(p) if os.path.lexists(p) else f"no model file at {p}"
+            raise ImxlateError(f"{why}; --model takes a .safetensors file or a run folder")
         return p, "given"
     seen = []
     for where, paths in (("./runs", run_models()), ("the models shipped with imxlate", shipped_models())):
@@ -88,12 +91,16 @@ class Translator:
         self.meta = family.meta
 
     @classmethod
-    def open(cls, path: str | Path | None = None, to: str | None = None, device: str = "auto") -> "Translator":
-        """Load `path` (a model file or run folder), or find a model that knows domain `to`."""
+    def open(cls, path: str | Path | None = None, to: str | None = None, device: str = "auto",
+             verify: bool = True) -> "Translator":
+        """Load `path` (a model file or run folder), or find a model that knows domain `to`.
+
+        `verify=False` skips the check of the file's recorded digest (NaN weights are refused anyway).
+        """
         from .train import pick_device
 
         p, _ = find_model(str(path) if path else None, to)
-        return cls(store.load_model(p, pick_device(device)), p)
+        return cls(store.load_model(p, pick_device(device), verify), p)
 
     def check_domain(self, to: str, src: str | None = None) -> None:
         if to not in self.domains:
@@ -135,9 +142,14 @@ class Translator:
 
     def translate_folder(self, inputs: list[str], to: str, out: str | Path | None = None, src: str | None = None,
                          batch_size: int = 8, size: int | None = None, samples: int = 1, seed: int | None = None,
-                         overwrite: bool = False, progress: bool = True) -> "Report":
-        """Translate files, folders (recursive, mirrored) and globs into `out` -> a Report."""
-        return translate_paths(self, inputs, to, out, src, batch_size, size, samples, seed, overwrite, progress)
+                         overwrite: bool = False, progress: bool = True, max_pixels: int = MAX_PIXELS) -> "Report":
+        """Translate files, folders (recursive, mirrored) and globs into `out` -> a Report.
+
+        An image that cannot be read, is larger than `max_pixels` (after `size`) or fails to translate
+        is reported in Report.failed and the others go on; an error writing an output ends the run.
+        """
+        return translate_paths(self, inputs, to, out, src, batch_size, size, samples, seed, overwrite, progress,
+                               max_pixels)
 
 
 # ---- folders ---------------------------------------------------------------------------------------
@@ -165,6 +177,39 @@ def _inside(path: Path, folder: Path) -> bool:
         return False
 
 
+def check_options(batch_size: int = 8, size: int | None = None, samples: int = 1, seed: int | None = None,
+                  max_pixels: int = MAX_PIXELS) -> None:
+    """Refuse zero or negative sizes and counts (and seeds out of range) before anything runs."""
+    check_at_least({"batch_size": batch_size, "size": size, "samples": samples, "max_pixels": max_pixels}, 1)
+    check_seed(seed)
+
+
+def check_outputs(plan: list[tuple[Path, list[Path]]], pairs, out: Path, overwrite: bool) -> None:
+    """Refuse a plan that would replace an input or a folder, write outside `out` through a linked
+    folder, or replace existing files (links included, dangling or not) without `overwrite`."""
+    inputs_resolved = {p.resolve() for p, _ in pairs}
+    outs = [o for _, sample_outs in plan for o in sample_outs]
+    clash = [o for o in outs if os.path.lexists(o) and not o.is_symlink() and o.resolve() in inputs_resolved]
+    if clash:
+        raise ImxlateError(f"--out {out} would write over input {clash[0]}; choose another output folder")
+    folders = [o for o in outs if o.is_dir() and not o.is_symlink()]
+    if folders:
+        raise ImxlateError(f"output {folders[0]} is a folder; remove it or choose another --out")
+    for parent in sorted({o.parent for o in outs}):
+        for p in (parent, *parent.parents):
+            if p == out:
+                break
+            if os.path.lexists(p) and not p.is_dir():
+                raise ImxlateError(f"{p} is a file where an output folder goes; remove it or choose another --out")
+        if not _inside(parent, out):
+            raise ImxlateError(f"{parent} is a link to a folder outside --out {out}; outputs are never written "
+                               "through links: remove it or choose another --out")
+    existing = [o for o in outs if os.path.lexists(o)]
+    if existing and not overwrite:
+        raise ImxlateError(f"{len(existing)} output file(s) already exist (e.g. {existing[0]}); "
+                           "choose another --out or pass --overwrite")
+
+
 def plan_outputs(pairs: list[tuple[Path, Path]], out: Path, samples: int) -> list[tuple[Path, list[Path]]]:
     """(input, [output per sample]) with outputs as PNG, mirroring relative paths; name clashes get -2, -3."""
     taken, plan = set(), []
@@ -182,7 +227,9 @@ def plan_outputs(pairs: list[tuple[Path, Path]], out: Path, samples: int) -> lis
     return plan
 
 
-def translate_paths(tr: Translator, inputs, to, out, src, batch_size, size, samples, seed, overwrite, progress) -> Report:
+def translate_paths(tr: Translator, inputs, to, out, src, batch_size, size, samples, seed, overwrite, progress,
+                    max_pixels: int = MAX_PIXELS) -> Report:
+    check_options(batch_size, size, samples, seed, max_pixels)
     tr.check_domain(to, src)
     pairs = expand_inputs(list(inputs))
     if not pairs:
@@ -193,30 +240,41 @@ def translate_paths(tr: Translator, inputs, to, out, src, batch_size, size, samp
         if any(_inside(out, d) for d in in_dirs):
             raise ImxlateError("the default output folder would be inside an input folder; pass --out")
     out = Path(out)
+    if os.path.lexists(out) and not out.is_dir():
+        store.prepare_folder(out)  # says what is wrong with it
     plan = plan_outputs(pairs, out, samples)
-    inputs_resolved = {p.resolve() for p, _ in pairs}
-    clash = [o for _, outs in plan for o in outs if o.resolve() in inputs_resolved]
-    if clash:
-        raise ImxlateError(f"--out {out} would write over input {clash[0]}; choose another output folder")
-    existing = [o for _, outs in plan for o in outs if o.exists()]
-    if existing and not overwrite:
-        raise ImxlateError(f"{len(existing)} output file(s) already exist (e.g. {existing[0]}); "
-                           "choose another --out or pass --overwrite")
+    check_outputs(plan, pairs, out, overwrite)
+    store.prepare_folder(out, create=False)  # made when the first output is written
     report = Report(out)
     g = torch.Generator(tr.family.device).manual_seed(seed) if seed is not None else None
     buckets: dict[tuple[int, int], list] = {}
 
+    def fail(path: Path, e: BaseException) -> None:
+        report.failed.append((path, str(e).splitlines()[0] if str(e) else type(e).__name__))
+        print(f"skipped {path}: {report.failed[-1][1]}", file=sys.stderr)
+
     def flush(key):
         items = buckets.pop(key)
-        x = torch.stack([t for t, _, _ in items])
-        results = [tr.translate_tensor(x, to, src, g) for _ in range(samples)]
-        for i, (_, alpha, outs) in enumerate(items):
+        x = torch.stack([t for _, t, _, _ in items])
+        try:
+            results = [tr.translate_tensor(x, to, src, g) for _ in range(samples)]
+        except (RuntimeError, ValueError, MemoryError) as e:  # out of memory, too small...: the others go on
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            for path, _, _, _ in items:
+                fail(path, ImxlateError(f"the model could not translate it at {key[0]}x{key[1]} pixels ({why}); "
+                                        "try another size with --size"))
+            return
+        for i, (_, _, alpha, outs) in enumerate(items):
             for k, o in enumerate(outs):
                 img = to_image(results[k][i])
                 if alpha is not None:
                     img.putalpha(alpha)
-                o.parent.mkdir(parents=True, exist_ok=True)
-                img.save(o)
+                try:
+                    o.parent.mkdir(parents=True, exist_ok=True)
+                    store.write_atomically(o, lambda f: img.save(f, format="PNG"))
+                except OSError as e:
+                    raise from_os_error(e, f"writing {o}", f"the {len(report.written)} image(s) written before "
+                                        f"it in {out}/ are complete") from None
                 report.written.append(o)
 
     columns = (TextColumn("translating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -224,19 +282,21 @@ def translate_paths(tr: Translator, inputs, to, out, src, batch_size, size, samp
         task = bar.add_task("", total=len(plan))
         for path, outs in plan:
             try:
-                rgb, alpha = load_image(path)
-            except Exception as e:  # corrupt or unsupported: report, skip, go on
-                report.failed.append((path, str(e).splitlines()[0] if str(e) else type(e).__name__))
-                print(f"skipped {path}: {report.failed[-1][1]}", file=sys.stderr)
+                rgb, alpha = load_image(path, None if size else max_pixels)
+                if size:
+                    w, h = rgb.size
+                    s = size / min(w, h)
+                    rgb = rgb.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BICUBIC)
+                    alpha = alpha.resize(rgb.size, Image.BICUBIC) if alpha is not None else None
+                    refused = too_large(*rgb.size, max_pixels)
+                    if refused:
+                        raise ImxlateError(refused)
+            except Exception as e:  # corrupt, unsupported or too large: report, skip, go on
+                fail(path, e)
                 bar.advance(task)
                 continue
-            if size:
-                w, h = rgb.size
-                s = size / min(w, h)
-                rgb = rgb.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BICUBIC)
-                alpha = alpha.resize(rgb.size, Image.BICUBIC) if alpha is not None else None
             key = rgb.size
-            buckets.setdefault(key, []).append((to_tensor(rgb), alpha, outs))
+            buckets.setdefault(key, []).append((path, to_tensor(rgb), alpha, outs))
             if len(buckets[key]) >= batch_size:
                 flush(key)
             bar.advance(task)
