@@ -1,4 +1,4 @@
-"""Helpers the benchmark scripts share (the machine line itself is imxlate.train.describe_machine)."""
+"""Helpers the benchmark scripts share (the machine line itself is imxlate.device.describe_machine)."""
 from __future__ import annotations
 
 

@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 from imxlate import metrics as M
-from imxlate.train import describe_machine
+from imxlate.device import describe_machine
 
 
 def machine() -> str:

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _machine import median  # noqa: E402
 
 from imxlate.families import build_family  # noqa: E402
-from imxlate.train import describe_machine, pick_device  # noqa: E402
+from imxlate.device import describe_machine, pick_device  # noqa: E402
 
 
 def time_steps(family, batch, start: int, steps: int, device) -> float:

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _machine import median  # noqa: E402
 
 from imxlate.families.cyclegan import CycleGAN, CycleGANConfig  # noqa: E402
-from imxlate.train import describe_machine, pick_device  # noqa: E402
+from imxlate.device import describe_machine, pick_device  # noqa: E402
 from imxlate.translate import Translator  # noqa: E402
 
 

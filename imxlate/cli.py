@@ -249,7 +249,7 @@ def evaluate(
     names = [m for m, on in (("fid", fid), ("kid", kid), ("is", inception_score)) if on]
     inception = None
     if names or save_stats:
-        from .train import pick_device
+        from .device import pick_device
 
         inception = metrics.load_inception(inception_weights, allow_unverified=allow_unverified_weights,
                                            download=download, device=pick_device(device))
@@ -418,7 +418,7 @@ def train_classifier(
     """Train a small classifier on class folders (to judge translations with eval --classifier, or as --perceptual-net)."""
     from .config import check_seed
     from .nets.classifier import train_classifier as run
-    from .train import pick_device
+    from .device import pick_device
 
     check_at_least({"steps": steps, "batch_size": batch_size, "image_size": image_size, "width": width}, 1)
     check_at_least({"lr": lr}, 0)

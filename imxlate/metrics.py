@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .data import list_images, load_rgb
+from .device import pick_device
 from .errors import ImxlateError
 from .nets.inception import FEATURE_DIM, FIDInceptionV3
 
@@ -107,11 +108,6 @@ def check_weights(path: str | Path) -> WeightsInfo:
     return WeightsInfo(path, sha, path.stat().st_size == WEIGHTS_SIZE and sha == WEIGHTS_SHA256)
 
 
-def default_device() -> str:
-    """The first GPU when there is one, else the CPU."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def load_inception(path: str | Path | None = None, *, allow_unverified: bool = False, download: bool = False,
                    device: str | torch.device | None = None) -> tuple[FIDInceptionV3, WeightsInfo]:
     """Find, check and strictly load the FID Inception weights -> (network in eval mode on `device`, WeightsInfo)."""
@@ -142,7 +138,7 @@ def load_inception(path: str | Path | None = None, *, allow_unverified: bool = F
         raise ImxlateError(f"{info.path}: tensor shapes differ from FID Inception v3 "
                            f"({str(e).splitlines()[-1].strip()})") from e
     net.eval().requires_grad_(False)
-    return net.to(device or default_device()), info
+    return net.to(device or pick_device()), info
 
 
 def write_random_inception_weights(path: str | Path, seed: int = 0, batches: int = 2, batch_size: int = 4) -> Path:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import random
 import signal
 import time
@@ -21,6 +20,8 @@ from torchvision.utils import save_image
 
 from . import store
 from .config import TrainConfig, apply_overrides, from_dict, to_dict
+from .device import pick_device
+from .distributed import dist_broadcast, dist_setup, param_digest
 from .data import (Domain, Transform, UnpairedDataset, collate, find_domain_folder, load_rgb, to_tensor, upscale_note,
                    worker_count)
 from .errors import ImxlateError
@@ -32,76 +33,6 @@ console = Console(highlight=False)
 warnings_console = Console(highlight=False, stderr=True)
 CHECKPOINT = "checkpoint.safetensors"
 MODEL = "model.safetensors"
-
-
-def pick_device(spec: str = "auto", local_rank: int | None = None) -> torch.device:
-    """'auto' -> CUDA (this rank's GPU), else MPS, else CPU; otherwise the device named, checked."""
-    if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank or 0)
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(spec)
-    except RuntimeError:
-        raise ImxlateError(f"unknown device '{spec}'; use auto, cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ImxlateError(f"--device {spec}: CUDA is not available here; use --device cpu or auto")
-    if dev.type == "cuda" and dev.index is None and local_rank is not None:
-        dev = torch.device("cuda", local_rank)
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ImxlateError("--device mps: MPS is not available here; use --device cpu or auto")
-    return dev
-
-
-def describe_machine(device: torch.device | None = None) -> str:
-    """CPU model, cores, torch threads and version, and the GPU when `device` is CUDA (for figures we print)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    text = f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
-    if device is not None and device.type == "cuda":
-        text += f", {torch.cuda.get_device_name(device)}"
-    return text
-
-
-# ---- distributed (torchrun) -------------------------------------------------------------------
-
-def dist_setup() -> tuple[int, int, int]:
-    """Join the torchrun process group when launched by torchrun -> (rank, world size, local rank)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, 0
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(local)
-        dist.init_process_group(backend)
-    return dist.get_rank(), dist.get_world_size(), local
-
-
-def dist_broadcast(obj):
-    """Rank 0's value of `obj` on every rank (identity when not distributed)."""
-    if dist.is_initialized():
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-    return obj
-
-
-def param_digest(family) -> str:
-    """SHA-256 over every parameter of the family, to compare ranks."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for p in family.nets.parameters():
-        h.update(p.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 # ---- RNG state ----------------------------------------------------------------------------------
@@ -134,10 +65,14 @@ def seed_everything(seed: int) -> None:
 # ---- run folders --------------------------------------------------------------------------------
 
 def new_run_dir(out: str | None, domains: list[str]) -> Path:
-    """`out`, or runs/<a>2<b>; when taken, the next free runs/<a>2<b>-2, -3, ... (never reused)."""
+    """`out` when new or empty (else an error: nothing is written outside it), or runs/<a>2<b>; when that is
+    taken, the next free runs/<a>2<b>-2, -3, ... (never reused)."""
     base = Path(out) if out else Path("runs") / "2".join(domains)
     if not base.exists() or (base.is_dir() and not any(base.iterdir())):
         return base
+    if out:
+        raise ImxlateError(f"--out {out} already holds files; name a new or empty folder, or continue the run "
+                           f"there with --resume {out}")
     i = 2
     while Path(f"{base}-{i}").exists():
         i += 1

@@ -97,7 +97,7 @@ class Translator:
 
         `verify=False` skips the check of the file's recorded digest (NaN weights are refused anyway).
         """
-        from .train import pick_device
+        from .device import pick_device
 
         p, _ = find_model(str(path) if path else None, to)
         return cls(store.load_model(p, pick_device(device), verify), p)

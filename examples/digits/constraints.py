@@ -42,7 +42,8 @@ from imxlate.data import list_images, load_rgb, to_image, to_tensor
 from imxlate.evaluate import class_labels, classified_accuracy
 from imxlate.nets.classifier import load_classifier, train_classifier
 from imxlate.paired import paired_scores
-from imxlate.train import describe_machine, train
+from imxlate.device import describe_machine
+from imxlate.train import train
 
 # Shared-latent base: within-domain reconstruction and the image GANs only (no shared weights, no KL,
 # no cycle, no latent discriminator, no semantic consistency); each row below adds exactly one.

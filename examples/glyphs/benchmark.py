@@ -41,14 +41,13 @@ import torch
 from PIL import Image, ImageFilter
 
 import imxlate
-from imxlate import store
 from imxlate.config import TrainConfig
 from imxlate.data import list_images, load_rgb, to_image, to_tensor
 from imxlate.evaluate import class_labels, classified_accuracy
 from imxlate.families import build_family, family_class
 from imxlate.nets.classifier import load_classifier, train_classifier
 from imxlate.paired import paired_scores
-from imxlate.train import describe_machine
+from imxlate.device import describe_machine
 
 HERE = Path(__file__).parent
 GRID = HERE.parent / "figures" / "glyphs_grid.png"
@@ -312,7 +311,7 @@ def main() -> None:
     if choice:
         means = {m: statistics.mean(c[m] for c in choice.values()) for m in METHODS}
         winner = max(means, key=means.get)
-        chosen = (f"Validation top-1 (mean over pairs, directions and seeds): "
+        chosen = ("Validation top-1 (mean over pairs, directions and seeds): "
                   + ", ".join(f"{m} {v:.3f}" for m, v in means.items()) + f"; chosen: **{winner}**.")
         say(chosen)
     say(note)

@@ -21,7 +21,6 @@ import random
 import sys
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 FONTS = Path("/usr/share/fonts")

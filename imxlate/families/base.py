@@ -13,10 +13,10 @@ import dataclasses
 from typing import ClassVar
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 
 from ..config import from_dict, to_dict
+from ..distributed import average_gradients
 from ..errors import ImxlateError
 from ..nets.common import param_count
 
@@ -204,16 +204,7 @@ class Family:
         (self.scaler.scale(scaled) if self.scaler else scaled).backward()
         if not last:
             return
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            grads = [p.grad for p in params if p.grad is not None]
-            if grads:
-                flat = torch.cat([g.flatten() for g in grads])
-                dist.all_reduce(flat)
-                flat /= dist.get_world_size()
-                offset = 0
-                for g in grads:
-                    g.copy_(flat[offset:offset + g.numel()].view_as(g))
-                    offset += g.numel()
+        average_gradients(params)
         if self.scaler:
             self.scaler.step(opt)
             self.scaler.update()
