@@ -8,7 +8,7 @@ import os
 import random
 import signal
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ from .data import (Domain, Transform, UnpairedDataset, collate, find_domain_fold
                    worker_count)
 from .errors import ImxlateError
 from .families import family_class
+from .averaging import MovingAverage
 from .health import CHECK_EVERY, CollapseWatch, look
 from .nets.common import param_count
 
@@ -132,220 +133,308 @@ def train(cfg: TrainConfig, family_args: dict | None = None, resume: str | None 
             dist.destroy_process_group()
 
 
-def _say(rank: int, quiet: bool, msg: str) -> None:
-    if rank == 0 and not quiet:
-        console.print(msg)
-
-
 def _train(cfg, family_args, resume, quiet, rank, world, local) -> Path:
-    state = None
+    """The stages of a run: resolve the recipe, set up family and data, run the loop, write the model."""
+    run = Run(resolve(cfg, family_args, resume), quiet, rank, world, local)
+    run.announce()
+    run.loop()
+    return run.finish()
+
+
+# ---- stage 1: resolve what to train ------------------------------------------------------------------
+
+@dataclass
+class Plan:
+    """What a run trains: the loop's settings, the family and its config, and the checkpoint it resumes."""
+    cfg: TrainConfig
+    fam_cls: type
+    fam_cfg: object
+    state: dict | None = None
+    run_dir: Path | None = None  # a resumed run's folder; a new run's is chosen once its family is built
+
+
+def resolve(cfg: TrainConfig, family_args: dict, resume: str | None) -> Plan:
+    """A new run's recipe from `cfg` and the family options, or a resumed run's from its checkpoint
+    (which keeps its recipe: only where and how long it runs may change)."""
     if resume:
         ckpt = checkpoint_path(resume)
         state = store.load_checkpoint(ckpt)
-        run_dir = ckpt.parent
         saved = from_dict(TrainConfig, state["train_config"])
-        # A resumed run keeps its recipe; only where and how long it runs may change.
         cfg = replace(saved, steps=cfg.steps if cfg.steps is not None else saved.steps,
                       device=cfg.device, workers=cfg.workers)
         fam_cls = family_class(state["family"])
-        fam_cfg = from_dict(fam_cls.Config, state["family_config"])
-    else:
-        fam_cls = family_class(cfg.model)
-        cfg = cfg.resolved(fam_cls.train_defaults)
-        fam_cfg, used = apply_overrides(fam_cls.Config(), family_args)
-        unknown = set(family_args) - used
-        if unknown:
-            names = ", ".join(f"--{k.replace('_', '-')}" for k in sorted(unknown))
-            raise ImxlateError(f"{names}: not an option of the {cfg.model} family; see `imxlate train --help`")
-        fam_cfg = fam_cls.resolve_config(fam_cfg, cfg)
-        run_dir = None
+        return Plan(cfg, fam_cls, from_dict(fam_cls.Config, state["family_config"]), state, ckpt.parent)
+    fam_cls = family_class(cfg.model)
+    cfg = cfg.resolved(fam_cls.train_defaults)
+    fam_cfg, used = apply_overrides(fam_cls.Config(), family_args)
+    unknown = set(family_args) - used
+    if unknown:
+        names = ", ".join(f"--{k.replace('_', '-')}" for k in sorted(unknown))
+        raise ImxlateError(f"{names}: not an option of the {cfg.model} family; see `imxlate train --help`")
     if len(cfg.domains) < 2:
         raise ImxlateError("name at least two domains, e.g. --domains photos vangogh")
+    return Plan(cfg, fam_cls, fam_cls.resolve_config(fam_cfg, cfg))
 
-    device = pick_device(cfg.device, local if world > 1 else None)
-    data_root = Path(cfg.data)
-    domains = [Domain(name, find_domain_folder(data_root, name, i), cfg.max_images) for i, name in enumerate(cfg.domains)]
-    classes = {d.name: d.classes for d in domains}
-    if state and classes != state.get("classes", classes):
-        raise ImxlateError("the class folders of the data changed since the checkpoint was written")
 
-    seed_everything(cfg.seed)  # networks start from the seed (a resume then loads its state)
-    family = fam_cls(fam_cfg, cfg.domains, cfg.crop_size, classes)
-    family.check_data(domains)
-    if not resume:
-        run_dir = Path(dist_broadcast(str(new_run_dir(cfg.out, cfg.domains)) if rank == 0 else None))
-    if world > 1 and device.type == "cuda":  # batch norm statistics over the global batch (keys unchanged)
-        family.nets = torch.nn.SyncBatchNorm.convert_sync_batchnorm(family.nets)
-    family.to(device)
-    family.rng.manual_seed(cfg.seed + 7919 * rank)
-    family.setup_training(cfg.amp, cfg.gradient_accumulation)
-    family.start_ema(cfg.ema)
-    if dist.is_initialized():  # one starting point on every rank
-        for p in [*family.nets.parameters(), *family.nets.buffers()]:
-            dist.broadcast(p.data, 0)
+# ---- stages 2-4: set up, run, write ---------------------------------------------------------------------
 
-    dataset = UnpairedDataset(domains, Transform(cfg.load_size, cfg.crop_size, cfg.preprocess, not cfg.no_flip), cfg.seed)
-    steps_per_epoch = math.ceil(len(dataset) / (cfg.batch_size * world))
-    schedule_total = (cfg.epochs + cfg.epochs_decay) * steps_per_epoch
-    decay_start = cfg.epochs * steps_per_epoch
-    main_steps = min(cfg.steps, schedule_total) if cfg.steps else schedule_total
-    stages = family.stages(main_steps)
-    stop = sum(n for _, n in stages)
+class Run:
+    """One training run: its family on its device, its data and schedule, its position (step, elapsed
+    time, collapse watch) and its outputs (checkpoint, samples, log, model files)."""
 
-    step, elapsed = 0, 0.0
-    watch = CollapseWatch()
-    watched_from = stop - stages[-1][1]  # earlier stages (e.g. pre-trained autoencoders) translate nothing yet
-    if state:
-        watch.load(state.get("health", {}))
-        family.load_state(state["family_state"])
-        set_rng_state(state["rng"])
-        step, elapsed = state["step"], state["elapsed"]
-        _say(rank, quiet, f"Resuming {run_dir} at step {step}")
-    else:
-        if rank == 0:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        for d in domains:
-            _say(rank, quiet, f"Domain [bold]{d.name}[/]: {len(d)} images in {d.root}"
-                 + (f" ({len(d.classes)} classes)" if d.classes else ""))
-        sizes = ", ".join(f"{k} {param_count(v):,}" for k, v in family.nets.items())
-        _say(rank, quiet, f"Run folder: {run_dir}")
-        _say(rank, quiet, f"Device: {device}" + (f" x {world} ranks (global batch {cfg.batch_size * world})" if world > 1 else ""))
-        _say(rank, quiet, f"Family: {fam_cls.name}; networks: {sizes} parameters")
-    _say(rank, quiet, f"Training {stop} steps ({steps_per_epoch} per epoch, batch {cfg.batch_size}, "
-         f"{cfg.crop_size}px); stages: {', '.join(f'{n} {s}' for n, s in stages)}"
-         + ("" if state else upscale_note(domains, cfg.crop_size, cfg.preprocess)))
+    def __init__(self, plan: Plan, quiet: bool, rank: int, world: int, local: int):
+        cfg, self.state = plan.cfg, plan.state
+        self.cfg, self.quiet, self.rank, self.world = cfg, quiet, rank, world
+        self.device = pick_device(cfg.device, local if world > 1 else None)
+        self.domains = [Domain(name, find_domain_folder(Path(cfg.data), name, i), cfg.max_images)
+                        for i, name in enumerate(cfg.domains)]
+        classes = {d.name: d.classes for d in self.domains}
+        if self.state and classes != self.state.get("classes", classes):
+            raise ImxlateError("the class folders of the data changed since the checkpoint was written")
+        self.family = self._family(plan, classes)
+        self.ema = MovingAverage(self.family, cfg.ema)
+        self.run_dir = plan.run_dir or Path(dist_broadcast(str(new_run_dir(cfg.out, cfg.domains)) if rank == 0 else None))
+        self.dataset = UnpairedDataset(self.domains, Transform(cfg.load_size, cfg.crop_size, cfg.preprocess,
+                                                               not cfg.no_flip), cfg.seed)
+        self.steps_per_epoch = math.ceil(len(self.dataset) / (cfg.batch_size * world))
+        self.schedule_total = (cfg.epochs + cfg.epochs_decay) * self.steps_per_epoch
+        self.decay_start = cfg.epochs * self.steps_per_epoch
+        main_steps = min(cfg.steps, self.schedule_total) if cfg.steps else self.schedule_total
+        self.stages = self.family.stages(main_steps)
+        self.stop = sum(n for _, n in self.stages)
+        self.step, self.elapsed = 0, 0.0
+        self.watch = CollapseWatch()
+        self.watched_from = self.stop - self.stages[-1][1]  # earlier stages (pre-trained autoencoders) translate nothing yet
+        self.meta = {"family": plan.fam_cls.name, "family_config": to_dict(plan.fam_cfg), "train_config": to_dict(cfg),
+                     "domains": cfg.domains, "classes": classes, "image_size": cfg.crop_size, "world_size": world,
+                     "data": {d.name: str(d.root.resolve()) for d in self.domains}, "stop": self.stop}
 
-    meta = {"family": fam_cls.name, "family_config": to_dict(fam_cfg), "train_config": to_dict(cfg),
-            "domains": cfg.domains, "classes": classes, "image_size": cfg.crop_size, "world_size": world,
-            "data": {d.name: str(d.root.resolve()) for d in domains}, "stop": stop}
+    def _family(self, plan: Plan, classes: dict):
+        """The family built from the seed (a resume then loads its state), on the device, ready to train,
+        with the same starting point on every rank."""
+        cfg = self.cfg
+        seed_everything(cfg.seed)
+        family = plan.fam_cls(plan.fam_cfg, cfg.domains, cfg.crop_size, classes)
+        family.check_data(self.domains)
+        if self.world > 1 and self.device.type == "cuda":  # batch norm statistics over the global batch (keys unchanged)
+            family.nets = torch.nn.SyncBatchNorm.convert_sync_batchnorm(family.nets)
+        family.to(self.device)
+        family.rng.manual_seed(cfg.seed + 7919 * self.rank)
+        family.setup_training(cfg.amp, cfg.gradient_accumulation)
+        if dist.is_initialized():
+            for p in [*family.nets.parameters(), *family.nets.buffers()]:
+                dist.broadcast(p.data, 0)
+        return family
 
-    def save_checkpoint():
-        if rank == 0:
-            store.save_checkpoint({**meta, "step": step, "elapsed": elapsed, "family_state": family.state(),
-                                   "rng": rng_state(), "health": watch.state()}, run_dir / CHECKPOINT)
+    def say(self, msg: str) -> None:
+        if self.rank == 0 and not self.quiet:
+            console.print(msg)
 
-    fixed = {d.name: torch.stack([to_tensor(load_rgb(p).resize((cfg.crop_size, cfg.crop_size)))
-                                  for p in d.paths[:4]]) for d in domains}
-    fixed_n = min(len(v) for v in fixed.values())
-    fixed = {k: v[:fixed_n].to(device) for k, v in fixed.items()}
+    def announce(self) -> None:
+        """Load the resumed state, or create the run folder; then say in a few lines what runs."""
+        cfg, family = self.cfg, self.family
+        if self.state:
+            self.watch.load(self.state.get("health", {}))
+            family.load_state(self.state["family_state"])
+            self.ema.load(self.state.get("ema", self.state["family_state"].get("ema", {})))  # older: in the family's
+            set_rng_state(self.state["rng"])
+            self.step, self.elapsed = self.state["step"], self.state["elapsed"]
+            self.say(f"Resuming {self.run_dir} at step {self.step}")
+        else:
+            if self.rank == 0:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+            for d in self.domains:
+                self.say(f"Domain [bold]{d.name}[/]: {len(d)} images in {d.root}"
+                         + (f" ({len(d.classes)} classes)" if d.classes else ""))
+            sizes = ", ".join(f"{k} {param_count(v):,}" for k, v in family.nets.items())
+            self.say(f"Run folder: {self.run_dir}")
+            self.say(f"Device: {self.device}" + (f" x {self.world} ranks (global batch {cfg.batch_size * self.world})"
+                                                 if self.world > 1 else ""))
+            self.say(f"Family: {family.name}; networks: {sizes} parameters")
+        self.say(f"Training {self.stop} steps ({self.steps_per_epoch} per epoch, batch {cfg.batch_size}, "
+                 f"{cfg.crop_size}px); stages: {', '.join(f'{n} {s}' for n, s in self.stages)}"
+                 + ("" if self.state else upscale_note(self.domains, cfg.crop_size, cfg.preprocess)))
+        self.fixed = {d.name: torch.stack([to_tensor(load_rgb(p).resize((cfg.crop_size, cfg.crop_size)))
+                                           for p in d.paths[:4]]) for d in self.domains}
+        self.fixed_n = min(len(v) for v in self.fixed.values())
+        self.fixed = {k: v[:self.fixed_n].to(self.device) for k, v in self.fixed.items()}
 
-    def write_samples():
-        if rank != 0:
+    # ---- outputs ----
+    def save_checkpoint(self) -> None:
+        if self.rank == 0:
+            store.save_checkpoint({**self.meta, "step": self.step, "elapsed": self.elapsed,
+                                   "family_state": self.family.state(), "ema": self.ema.state(), "rng": rng_state(),
+                                   "health": self.watch.state()}, self.run_dir / CHECKPOINT)
+
+    def write_samples(self) -> None:
+        if self.rank != 0:
             return
+        family = self.family
         family.eval()
-        with torch.no_grad(), family.averaged():
-            rows = family.sample_rows(fixed)
+        with torch.no_grad(), self.ema.applied():
+            rows = family.sample_rows(self.fixed)
         family.train()
-        (run_dir / "samples").mkdir(exist_ok=True)
-        save_image(torch.cat(rows).float().cpu(), run_dir / "samples" / f"step_{step:07d}.png",
-                   nrow=fixed_n, normalize=True, value_range=(-1, 1))
+        (self.run_dir / "samples").mkdir(exist_ok=True)
+        save_image(torch.cat(rows).float().cpu(), self.run_dir / "samples" / f"step_{self.step:07d}.png",
+                   nrow=self.fixed_n, normalize=True, value_range=(-1, 1))
 
-    def write_model(path: Path):
-        with family.averaged():
-            store.save_model(family, path,
-                             training={"steps": step, "planned_steps": stop,
-                                       "epochs": round(step / steps_per_epoch, 3),
-                                       "batch_size": cfg.batch_size, "global_batch": cfg.batch_size * world,
-                                       "seed": cfg.seed, "wall_time_s": round(elapsed, 1), "device": str(device),
-                                       "config": to_dict(cfg)},
-                             data=meta["data"])
+    def write_model(self, path: Path) -> None:
+        cfg = self.cfg
+        with self.ema.applied():
+            store.save_model(self.family, path,
+                             training={"steps": self.step, "planned_steps": self.stop,
+                                       "epochs": round(self.step / self.steps_per_epoch, 3),
+                                       "batch_size": cfg.batch_size, "global_batch": cfg.batch_size * self.world,
+                                       "seed": cfg.seed, "wall_time_s": round(self.elapsed, 1),
+                                       "device": str(self.device), "config": to_dict(cfg)},
+                             data=self.meta["data"])
 
-    alarm = ""  # shown on the progress line once a collapse sign has been seen
-    interrupted = []
-    previous_handler = None
-    if hasattr(signal, "SIGINT"):
-        def on_sigint(signum, frame):
-            if interrupted:
-                raise KeyboardInterrupt
-            interrupted.append(True)
-        try:
-            previous_handler = signal.signal(signal.SIGINT, on_sigint)
-        except ValueError:  # not the main thread
-            previous_handler = None
+    # ---- the loop ----
+    def iterate(self, batch) -> dict[str, float]:
+        """One training iteration on `batch` -> its losses (a non-finite loss stops the run)."""
+        family = self.family
+        family.set_lr_factor(family.lr_factor(self.step, self.schedule_total, self.decay_start))
+        losses = family.train_step(batch, self.step)
+        self.ema.update(self.step)
+        bad = [k for k, v in losses.items() if not math.isfinite(v)]
+        if bad:
+            raise Stop(f"loss {bad[0]} became {losses[bad[0]]} at step {self.step + 1}")
+        self.step += 1
+        return losses
 
-    family.train()
-    log = open(run_dir / "log.jsonl", "a") if rank == 0 else None
-    trace_dir = os.environ.get("IMXLATE_TRACE_PARAMS")  # tests: a parameter digest per step and rank
-    trace = open(Path(trace_dir) / f"rank{rank}.txt", "a") if trace_dir else None
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[speed]}"), TimeRemainingColumn(), TextColumn("{task.fields[losses]}"),
-                        console=console, disable=quiet or rank != 0, transient=False)
-    images_per_step = cfg.batch_size * world * len(domains)
-    try:
-        with progress:
-            task = progress.add_task("", total=stop, completed=step, speed="", losses="")
-            while step < stop:
-                epoch, start = divmod(step, steps_per_epoch)
-                dataset.set_epoch(epoch)
-                loader = torch.utils.data.DataLoader(
-                    dataset, batch_sampler=BatchPlan(len(dataset), cfg.batch_size, world, rank, start),
-                    num_workers=worker_count(cfg.workers), collate_fn=lambda items: collate(items, cfg.domains),
-                    generator=torch.Generator())  # its own seed draw, so the global RNG stays exactly resumable
-                t0 = time.perf_counter()
-                for batch in loader:
-                    family.set_lr_factor(family.lr_factor(step, schedule_total, decay_start))
-                    losses = family.train_step(batch, step)
-                    family.update_ema(step)
-                    bad = [k for k, v in losses.items() if not math.isfinite(v)]
-                    if bad:
-                        raise Stop(f"loss {bad[0]} became {losses[bad[0]]} at step {step + 1}")
-                    step += 1
-                    news = watch.losses(step, losses)
-                    if rank == 0 and step % CHECK_EVERY == 0 and step > watched_from:
-                        news += look(family, watch, step, fixed)
-                    if rank == 0 and news:
-                        alarm = "[bold red]collapse?[/] "
-                        for msg in news:
-                            (warnings_console if quiet else progress.console).print(
-                                f"[yellow]warning[/] at step {step}: {msg}", soft_wrap=True)
-                            log.write(json.dumps({"step": step, "warning": msg}) + "\n")
-                    now = time.perf_counter()
-                    elapsed += now - t0
-                    speed = images_per_step / max(now - t0, 1e-9)
-                    t0 = now
-                    if rank == 0:
-                        progress.update(task, completed=step, description=f"{alarm}epoch {epoch + 1}",
-                                        speed=f"{speed:.1f} img/s",
-                                        losses=" ".join(f"{k} {v:.3f}" for k, v in losses.items()))
-                        if step % cfg.log_every == 0 or step == stop:
-                            log.write(json.dumps({"step": step, "epoch": epoch, "time": round(elapsed, 3),
-                                                  "lr_factor": family.lr_factor(step - 1, schedule_total, decay_start),
-                                                  **losses}) + "\n")
-                            log.flush()
-                    if step % cfg.sample_every == 0:
-                        write_samples()
-                    if step % cfg.save_every == 0:
-                        save_checkpoint()
-                    if cfg.snapshot_every and step % cfg.snapshot_every == 0 and rank == 0:
-                        write_model(run_dir / "snapshots" / f"step_{step:07d}.safetensors")
-                    if trace:
-                        trace.write(f"{step} {param_digest(family)}\n")
-                        trace.flush()
-                    if world > 1:  # every rank stops together when any was interrupted
-                        flag = torch.tensor([float(bool(interrupted))], device=device)
-                        dist.all_reduce(flag)
-                        if flag.item() > 0 and not interrupted:
-                            interrupted.append(True)
-                    if interrupted or step >= stop:
-                        break
-                if interrupted:
-                    save_checkpoint()
-                    raise ImxlateError(f"interrupted at step {step}; checkpoint saved. "
-                                       f"Continue with: imxlate train --resume {run_dir}")
-    except Stop as e:
-        last = run_dir / CHECKPOINT
-        raise ImxlateError(f"{e}; training stopped. The last good checkpoint is {last if last.exists() else 'not written yet'}; "
-                           "try a lower learning rate (--lr) or another --gan-loss") from None
-    finally:
-        for f in (log, trace):
+    def warnings(self, losses: dict) -> list[str]:
+        """New collapse signs: from the losses every step, from the sample translations every CHECK_EVERY steps."""
+        news = self.watch.losses(self.step, losses)
+        if self.rank == 0 and self.step % CHECK_EVERY == 0 and self.step > self.watched_from:
+            news += look(self.family, self.watch, self.step, self.fixed)
+        return news if self.rank == 0 else []
+
+    def periodic(self) -> None:
+        """Samples, checkpoints and snapshots when their step comes."""
+        cfg, step = self.cfg, self.step
+        if step % cfg.sample_every == 0:
+            self.write_samples()
+        if step % cfg.save_every == 0:
+            self.save_checkpoint()
+        if cfg.snapshot_every and step % cfg.snapshot_every == 0 and self.rank == 0:
+            self.write_model(self.run_dir / "snapshots" / f"step_{step:07d}.safetensors")
+
+    def loader(self, epoch: int, start: int):
+        self.dataset.set_epoch(epoch)
+        return torch.utils.data.DataLoader(
+            self.dataset, batch_sampler=BatchPlan(len(self.dataset), self.cfg.batch_size, self.world, self.rank, start),
+            num_workers=worker_count(self.cfg.workers), collate_fn=lambda items: collate(items, self.cfg.domains),
+            generator=torch.Generator())  # its own seed draw, so the global RNG stays exactly resumable
+
+    def loop(self) -> None:
+        """Iterate until the last stage ends or Ctrl-C, with progress, log, warnings and periodic outputs."""
+        with Interrupts() as interrupted, RunLog(self) as log:
+            try:
+                while self.step < self.stop:
+                    epoch, start = divmod(self.step, self.steps_per_epoch)
+                    t0 = time.perf_counter()
+                    for batch in self.loader(epoch, start):
+                        losses = self.iterate(batch)
+                        now = time.perf_counter()
+                        self.elapsed += now - t0
+                        log.step(epoch, losses, self.warnings(losses), now - t0)
+                        t0 = now
+                        self.periodic()
+                        if interrupted.agreed(self.world, self.device) or self.step >= self.stop:
+                            break
+                    if interrupted:
+                        self.save_checkpoint()
+                        raise ImxlateError(f"interrupted at step {self.step}; checkpoint saved. "
+                                           f"Continue with: imxlate train --resume {self.run_dir}")
+            except Stop as e:
+                last = self.run_dir / CHECKPOINT
+                raise ImxlateError(f"{e}; training stopped. The last good checkpoint is "
+                                   f"{last if last.exists() else 'not written yet'}; "
+                                   "try a lower learning rate (--lr) or another --gan-loss") from None
+
+    def finish(self) -> Path:
+        self.save_checkpoint()
+        self.write_samples()
+        if self.rank == 0:
+            self.write_model(self.run_dir / MODEL)
+            self.say(f"Done: {self.step} steps in {self.elapsed:.0f}s. Model: {self.run_dir / MODEL}")
+        return self.run_dir
+
+
+class Interrupts(list):
+    """Inside the block a first Ctrl-C is noted (the loop saves and stops at the end of the step), a second
+    one interrupts at once. Truthy once noted."""
+
+    def __enter__(self):
+        self.previous = None
+        if hasattr(signal, "SIGINT"):
+            def on_sigint(signum, frame):
+                if self:
+                    raise KeyboardInterrupt
+                self.append(True)
+            try:
+                self.previous = signal.signal(signal.SIGINT, on_sigint)
+            except ValueError:  # not the main thread
+                self.previous = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+    def agreed(self, world: int, device) -> bool:
+        """Whether any rank was interrupted (every rank stops together)."""
+        if world > 1:
+            flag = torch.tensor([float(bool(self))], device=device)
+            dist.all_reduce(flag)
+            if flag.item() > 0 and not self:
+                self.append(True)
+        return bool(self)
+
+
+class RunLog:
+    """What a run shows and records each step: the progress line, log.jsonl, collapse warnings and (for
+    tests, with IMXLATE_TRACE_PARAMS) a parameter digest per step and rank."""
+
+    def __init__(self, run: Run):
+        self.run, self.alarm = run, ""  # the alarm marks the progress line once a collapse sign was seen
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[speed]}"), TimeRemainingColumn(),
+                                 TextColumn("{task.fields[losses]}"), console=console,
+                                 disable=run.quiet or run.rank != 0, transient=False)
+
+    def __enter__(self):
+        run = self.run
+        run.family.train()
+        self.file = open(run.run_dir / "log.jsonl", "a") if run.rank == 0 else None
+        trace_dir = os.environ.get("IMXLATE_TRACE_PARAMS")
+        self.trace = open(Path(trace_dir) / f"rank{run.rank}.txt", "a") if trace_dir else None
+        self.progress.__enter__()
+        self.task = self.progress.add_task("", total=run.stop, completed=run.step, speed="", losses="")
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.__exit__(*exc)
+        for f in (self.file, self.trace):
             if f:
                 f.close()
-        if previous_handler is not None:
-            signal.signal(signal.SIGINT, previous_handler)
 
-    save_checkpoint()
-    write_samples()
-    if rank == 0:
-        write_model(run_dir / MODEL)
-        _say(rank, quiet, f"Done: {step} steps in {elapsed:.0f}s. Model: {run_dir / MODEL}")
-    return run_dir
+    def step(self, epoch: int, losses: dict, warnings: list[str], seconds: float) -> None:
+        run = self.run
+        for msg in warnings:
+            self.alarm = "[bold red]collapse?[/] "
+            (warnings_console if run.quiet else self.progress.console).print(
+                f"[yellow]warning[/] at step {run.step}: {msg}", soft_wrap=True)
+            self.file.write(json.dumps({"step": run.step, "warning": msg}) + "\n")
+        if run.rank == 0:
+            speed = run.cfg.batch_size * run.world * len(run.domains) / max(seconds, 1e-9)
+            self.progress.update(self.task, completed=run.step, description=f"{self.alarm}epoch {epoch + 1}",
+                                 speed=f"{speed:.1f} img/s", losses=" ".join(f"{k} {v:.3f}" for k, v in losses.items()))
+            if run.step % run.cfg.log_every == 0 or run.step == run.stop:
+                lr = run.family.lr_factor(run.step - 1, run.schedule_total, run.decay_start)
+                self.file.write(json.dumps({"step": run.step, "epoch": epoch, "time": round(run.elapsed, 3),
+                                            "lr_factor": lr, **losses}) + "\n")
+                self.file.flush()
+        if self.trace:
+            self.trace.write(f"{run.step} {param_digest(run.family)}\n")
+            self.trace.flush()

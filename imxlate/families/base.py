@@ -105,8 +105,6 @@ class Family:
         self.meta: dict = {}
         self.scaler = None
         self.accumulate = 1
-        self.ema: dict[str, torch.Tensor] = {}  # moving averages of the kept networks' tensors (--ema)
-        self.ema_decay = 0.0
 
     # ---- to implement ----------------------------------------------------------------------
     def build(self) -> dict[str, nn.Module]:
@@ -245,47 +243,6 @@ class Family:
             return 1.0
         return max(0.0, 1.0 - (step - decay_start) / (total - decay_start))
 
-    def _kept_tensors(self) -> dict[str, torch.Tensor]:
-        """Parameters and buffers of the networks a model file keeps, each shared tensor once."""
-        named = [*self.nets.named_parameters(), *self.nets.named_buffers()]
-        return {k: t for k, t in named if k.split(".")[0] in self.keep}
-
-    def start_ema(self, decay: float) -> None:
-        """Keep an exponential moving average of the kept networks (Karras et al. 2018; Yazici et al. 2019)."""
-        self.ema_decay = decay
-        self.ema = {k: t.detach().clone() for k, t in self._kept_tensors().items()} if decay > 0 else {}
-
-    @torch.no_grad()
-    def update_ema(self, step: int) -> None:
-        """Fold the current weights into the average after iteration `step` (0-based); the decay ramps up
-        as min(decay, (1 + step) / (10 + step)) so that short runs are not dominated by the initial weights."""
-        if not self.ema:
-            return
-        decay = min(self.ema_decay, (1 + step) / (10 + step))
-        for k, t in self._kept_tensors().items():
-            if t.is_floating_point():
-                self.ema[k].lerp_(t, 1 - decay)
-            else:
-                self.ema[k].copy_(t)
-
-    @contextlib.contextmanager
-    def averaged(self):
-        """Inside the block the kept networks hold their moving-average weights (no-op without --ema)."""
-        if not self.ema:
-            yield
-            return
-        live = self._kept_tensors()
-        saved = {k: t.detach().clone() for k, t in live.items()}
-        with torch.no_grad():
-            for k, t in live.items():
-                t.copy_(self.ema[k])
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for k, t in live.items():
-                    t.copy_(saved[k])
-
     def extra_state(self) -> dict:
         """Training state beyond networks and optimizers (pools, the family's RNG)."""
         return {"rng": self.rng.get_state()}
@@ -300,7 +257,6 @@ class Family:
             "opts": {k: v.state_dict() for k, v in self.opts.items()},
             "extra": self.extra_state(),
             "scaler": self.scaler.state_dict() if self.scaler else {},
-            "ema": self.ema,
         }
 
     def load_state(self, state: dict) -> None:
@@ -310,8 +266,6 @@ class Family:
             v.load_state_dict(state["opts"][k])
         if self.scaler and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        for k, t in state.get("ema", {}).items():
-            self.ema[k].copy_(t)
         self.load_extra_state(state["extra"])
 
 
