@@ -1,10 +1,18 @@
-"""The `imxlate` command line: parsing and printing only; the work lives in library functions."""
+"""The `imxlate` command line, the only module that uses Typer: each command parses its options, calls
+one library function (training in train.py, translation in translate.py, evaluation in evaluate.py,
+import in foreign.py, export in export.py) and prints the result. Besides the commands: `fail` and
+`user_errors` (every error a user can cause as one `error:` line, status 2), `OneLineErrors` (usage
+errors the same way), `names_and_options` (`--domains a b c`) and `config_options` (a config
+dataclass's fields as options: `train` takes TrainConfig's)."""
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 import json
 import os
 import sys
+import typing
 from pathlib import Path
 from typing import List, Optional
 
@@ -87,6 +95,39 @@ def _family_options_text() -> str:
     return "\n\n".join(parts)
 
 
+def names_and_options(names: list[str] | None, args: list[str]) -> tuple[list[str], list[str]]:
+    """`--domains a b c` reaches a command as `--domains a` plus stray names among its extra arguments
+    (click takes one value per option): -> (every name, the other extra arguments: `--key [value]` tokens)."""
+    names, options, args = list(names or []), [], list(args)
+    while args:
+        token = args.pop(0)
+        if not token.startswith("--"):
+            names.append(token)
+            continue
+        options.append(token)
+        if "=" not in token and args and not args[0].startswith("--"):
+            options.append(args.pop(0))
+    return names, options
+
+
+def config_options(cls):
+    """Decorator: the fields of config dataclass `cls` become options of the command, received in its
+    `**config`: --field-name, with the field's default (a list starts empty: None) and the help in its
+    metadata. They go into the signature Typer reads, after the command's positional parameters."""
+    hints = typing.get_type_hints(cls)
+    fields = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[f.name], default=typer.Option(
+                  None if f.default is dataclasses.MISSING else f.default, f"--{f.name.replace('_', '-')}",
+                  help=f.metadata["help"]))
+              for f in dataclasses.fields(cls)]
+
+    def add(fn):
+        params = [p for p in inspect.signature(fn).parameters.values() if p.kind is not p.VAR_KEYWORD]
+        positional = [p for p in params if p.kind is not p.KEYWORD_ONLY]
+        fn.__signature__ = inspect.Signature([*positional, *fields, *params[len(positional):]])
+        return fn
+    return add
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
              epilog="Examples:\n\n"
                     "  imxlate train --domains photos vangogh\n\n"
@@ -95,35 +136,13 @@ def _family_options_text() -> str:
                     "  imxlate train --resume runs/photos2vangogh\n\n"
                     "  torchrun --nproc_per_node 4 -m imxlate train --domains photos vangogh\n\n")
 @user_errors
+@config_options(TrainConfig)
 def train(
     ctx: typer.Context,
-    domains: Optional[List[str]] = typer.Option(None, "--domains", help="domain folder names: --domains photos vangogh"),
-    data: Path = typer.Option(Path("."), help="folder holding one sub-folder per domain (or trainA/trainB)"),
-    model: str = typer.Option("cyclegan", "--model", help=f"family: {', '.join(REGISTRY)}"),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="run folder (default runs/<a>2<b>, numbered if taken)"),
+    *,
     resume: Optional[Path] = typer.Option(None, help="continue the run in this folder (or checkpoint file)"),
-    steps: Optional[int] = typer.Option(None, help="stop after N iterations and finish as a full run does"),
-    epochs: Optional[int] = typer.Option(None, help="epochs at the initial learning rate (CycleGAN: 100)"),
-    epochs_decay: Optional[int] = typer.Option(None, help="epochs of linear decay to zero (CycleGAN: 100)"),
-    batch_size: Optional[int] = typer.Option(None, help="images per domain per step, per rank"),
-    load_size: Optional[int] = typer.Option(None, help="resize to this before cropping (CycleGAN: 286)"),
-    crop_size: Optional[int] = typer.Option(None, help="training image size (CycleGAN: 256)"),
-    preprocess: str = typer.Option("resize_and_crop", help="resize_and_crop | crop | scale_width | none"),
-    no_flip: bool = typer.Option(False, "--no-flip", help="no random horizontal flips"),
-    max_images: Optional[int] = typer.Option(None, help="use at most N images per domain"),
-    seed: int = typer.Option(0, help="random seed (runs are repeatable)"),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps"),
-    workers: Optional[int] = typer.Option(None, help="data loading processes (default: cores - 1, at most 4)"),
-    save_every: int = typer.Option(1000, help="checkpoint every N steps (also at the end and on Ctrl-C)"),
-    sample_every: int = typer.Option(500, help="sample grid every N steps"),
-    snapshot_every: int = typer.Option(0, help="also write a model file every N steps to snapshots/ "
-                                       "(0: off), to pick one by a validation score"),
-    log_every: int = typer.Option(10, help="loss log line every N steps"),
-    amp: str = typer.Option("none", help="mixed precision on CUDA: none | bf16 | fp16"),
-    gradient_accumulation: int = typer.Option(1, help="average gradients over N steps before an update"),
-    ema: float = typer.Option(0.0, help="moving average of the translation networks' weights, e.g. 0.999 "
-                              "(0: off); the model file and sample grids use the average"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+    **config,
 ):
     """Train a translation model on folders of unpaired images.
 
@@ -132,40 +151,24 @@ def train(
     """
     from .train import train as run_training
 
-    # `--domains a b c` reaches us as --domains a plus stray names; family options (--ngf 8) come too.
-    domains, extra, rest = list(domains or []), list(ctx.args), []
-    while extra:
-        token = extra.pop(0)
-        if not token.startswith("--"):
-            domains.append(token)
-            continue
-        rest.append(token)
-        if "=" not in token and extra and not extra[0].startswith("--"):
-            rest.append(extra.pop(0))
-    extra = rest
+    domains, family_options = names_and_options(config.pop("domains"), ctx.args)
     if not domains and not resume:
         raise ImxlateError("name the domains to translate between, e.g. --domains photos vangogh")
-    cfg = TrainConfig(domains=list(domains or []), data=str(data), model=model, out=str(out_dir) if out_dir else None,
-                      steps=steps, epochs=epochs, epochs_decay=epochs_decay, batch_size=batch_size,
-                      load_size=load_size, crop_size=crop_size, preprocess=preprocess, no_flip=no_flip,
-                      max_images=max_images, seed=seed, device=device, workers=workers, save_every=save_every,
-                      sample_every=sample_every, snapshot_every=snapshot_every, log_every=log_every, amp=amp,
-                      gradient_accumulation=gradient_accumulation, ema=ema)
-    family_args = parse_extra_args(extra)
+    cfg = TrainConfig(domains=domains, **config)
+    family_args = parse_extra_args(family_options)
     if resume and family_args:
         raise ImxlateError("a resumed run keeps its recipe; drop the family options (only --steps, --device, --workers change)")
     cfg.check()
-    if out_dir is not None and not resume:  # only tried (nothing left behind), but kept for ranks that run at once
-        store.prepare_folder(out_dir, create=int(os.environ.get("WORLD_SIZE", "1")) > 1)
+    if cfg.out is not None and not resume:  # only tried (nothing left behind), but kept for ranks that run at once
+        store.prepare_folder(cfg.out, create=int(os.environ.get("WORLD_SIZE", "1")) > 1)
     run_training(cfg, family_args, str(resume) if resume else None, quiet=quiet)
-
-
 
 
 @app.command(epilog="Examples:\n\n"
                     "  imxlate translate input/ --to vangogh\n\n"
                     "  imxlate translate photo.jpg 'more/*.png' --to vangogh --model runs/photos2vangogh --out styled/\n\n"
-                    "  imxlate translate examples/emoji --to noto --out translated/")
+                    "  imxlate translate examples/emoji --to noto --out translated/\n\n"
+                    "  imxlate translate panorama.png --to vangogh --max-memory 4GB --max-pixels 40000000")
 @user_errors
 def translate(
     inputs: List[str] = typer.Argument(..., help="image files, folders (recursive) and globs"),
@@ -185,6 +188,12 @@ def translate(
                                    "--size); raise it when there is memory for larger ones"),
     no_verify: bool = typer.Option(False, "--no-verify", help="load a model file whose recorded digest does not "
                                    "match (changed bytes) anyway"),
+    tile: Optional[int] = typer.Option(None, "--tile", help="translate in tiles of N x N pixels plus margins; the "
+                                       "result equals the untiled one (default: tiles only when an image needs more "
+                                       "than --max-memory)"),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help="memory one forward pass may use, e.g. 4GB "
+                                             "(default: half the available RAM, or 80% of free GPU memory); larger "
+                                             "images are translated in tiles with the same result"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ):
     """Translate images into domain --to; outputs keep each input's size and alpha.
@@ -199,7 +208,7 @@ def translate(
     tr = Translator.open(path, device=device, verify=not no_verify)
     err.print(f"Model: {path} ({how}; {', '.join(tr.domains)})")
     report = tr.translate_folder(inputs, to, out_dir, source, batch_size, size, samples, seed, overwrite, not quiet,
-                                 max_pixels)
+                                 max_pixels, tile=tile, max_memory=max_memory)
     out.print(f"Wrote {len(report.written)} image(s) to {report.out}/")
     if report.failed:
         fail(f"{len(report.failed)} file(s) skipped (reasons above): " + ", ".join(str(p) for p, _ in report.failed), 1)
@@ -239,94 +248,19 @@ def evaluate(
     """Score translations: FID / KID / IS against real images, label preservation, paired metrics.
 
     With no paths it evaluates the newest model in ./runs on the data it was trained on (held-out
-    split when there is one) in every direction the model has.
+    split when there is one) in every direction the model has. Options are checked before any
+    network is loaded or any image translated.
     """
-    from . import evaluate as ev
-    from . import metrics
-    from .translate import Translator, find_model
+    from .evaluate import evaluate as run_evaluation
 
-    check_at_least({"batch_size": batch_size}, 1)
-    names = [m for m, on in (("fid", fid), ("kid", kid), ("is", inception_score)) if on]
-    inception = None
-    if names or save_stats:
-        from .device import pick_device
-
-        inception = metrics.load_inception(inception_weights, allow_unverified=allow_unverified_weights,
-                                           download=download, device=pick_device(device))
-    if save_stats:
-        if not real:
-            raise ImxlateError("--save-stats saves the statistics of --real: give --real FOLDER")
-        feats = metrics.extract(real, *inception, preset, batch_size=batch_size, progress=not as_json)
-        metrics.save_stats(save_stats, feats)
-        err.print(f"Saved statistics of {feats.n} images ({preset}) to {save_stats}")
-        if not fake:
-            return
-    if fake and classifier and not real:
-        from .nets.classifier import load_classifier
-
-        r = ev.label_preservation_folder(load_classifier(classifier), fake)
-        out.print_json(json.dumps(r)) if as_json else out.print(
-            f"label preservation of {r['n']} images in {fake}: {r['label_preservation']:.4f}")
-        return
-    if fake and paired_target and not real:
-        p = ev.paired_for_folder(fake, paired_target)
-        out.print_json(json.dumps(p)) if as_json else out.print(ev.format_paired(p, paired_target))
-        return
-    if real or fake:
-        if not (real and fake):
-            raise ImxlateError("give both --real and --fake (or --model to translate and score)")
-        result = {"real": real, "fake": fake, **metrics.score(real, fake, inception=inception, metrics=names or ["fid"],
-                                                              preset=preset, batch_size=batch_size, progress=not as_json)}
-        if paired_target:
-            result["paired"] = ev.paired_for_folder(fake, paired_target)
-        if as_json:
-            out.print_json(json.dumps(result))
-        else:
-            out.print(f"{fake} against {real}\n" + metrics.format_scores(result))
-            if paired_target:
-                out.print(ev.format_paired(result["paired"], paired_target))
-        return
-    path, how = find_model(model, to)
-    tr = Translator.open(path, device=device, verify=not no_verify)
-    err.print(f"Model: {path} ({how}; {', '.join(tr.domains)})")
-    if source:
-        if not to:
-            raise ImxlateError("--source needs --to (the target domain)")
-        src = next((d for d in tr.domains if d != to), None) if len(tr.domains) == 2 else None
-        plans = [{"direction": f"{src or '?'}->{to}", "from": src, "to": to, "source": source,
-                  "target": Path(target) if target else source, "held_out": True}]
-        if not target and names:
-            raise ImxlateError("--source needs --target (real images of the target domain) for FID/KID")
-    else:
-        plans = ev.default_directions(tr)
-    clf = None
-    if classifier:
-        from .nets.classifier import load_classifier
-
-        clf = load_classifier(classifier)
-    rows = ev.evaluate_model(tr, plans, names, inception, preset, batch_size, not as_json, clf)
-    if paired_target:
-        if not source:
-            raise ImxlateError("--paired-target needs --source (the inputs whose ground truth it holds) and --to")
-        rows[0]["paired"] = ev.paired_for_model(tr, source, paired_target, to, plans[0]["from"])
-    report = {"model": str(path), "family": tr.meta["family"], "directions": rows,
-              "comparable": all(r.get("comparable", True) for r in rows)}
-    if as_json:
-        out.print_json(json.dumps(report))
-        return
-    for r in rows:
-        split = "held-out split" if r["held_out"] else "training images (no test split found)"
-        out.print(f"[bold]{r['direction']}[/]: {r['n_source']} images from {r['source_folder']} ({split}), "
-                  f"scored against {r['n_target']} images in {r['target_folder']}")
-        if names:
-            out.print(metrics.format_scores(r))
-        if "cycle_l1" in r:
-            out.print(f"cycle reconstruction L1 {r['cycle_l1']:.4f} ([-1, 1] scale)")
-        if "label_preservation" in r:
-            out.print(f"label preservation {r['label_preservation']:.3f} (classifier on real target images: "
-                      f"{r['classifier_accuracy_on_target']:.3f})")
-        if "paired" in r:
-            out.print(ev.format_paired(r["paired"], paired_target))
+    result = run_evaluation([m for m, on in (("fid", fid), ("kid", kid), ("is", inception_score)) if on],
+                            real=real, fake=fake, model=model, source=source, target=target, to=to,
+                            paired_target=paired_target, classifier=classifier, save_stats=save_stats, preset=preset,
+                            inception_weights=inception_weights, download=download,
+                            allow_unverified_weights=allow_unverified_weights, batch_size=batch_size, device=device,
+                            verify=not no_verify, progress=not as_json)
+    if result.report is not None:
+        out.print_json(json.dumps(result.report)) if as_json else out.print(result.text)
 
 
 @app.command(epilog="Examples:\n\n  imxlate info runs/photos2vangogh/model.safetensors\n\n  imxlate info")
@@ -431,16 +365,74 @@ def train_classifier(
               f"training accuracy {s['train_accuracy']:.1%}")
 
 
-def _register_foreign_commands() -> None:
-    from .export import EXPORT_EPILOG, export_command
-    from .foreign import IMPORT_EPILOG, import_command
+@app.command("import", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+             epilog="Examples:\n\n"
+                    "  imxlate import horse2zebra.pth --from horse --to zebra --reverse zebra2horse.pth "
+                    "--out horse2zebra.safetensors\n\n"
+                    "  imxlate import latest_net_G_A.pth --from photo --to monet\n\n"
+                    "  imxlate import facades_label2photo.pth --from labels --to facade   (a pix2pix U-Net)\n\n"
+                    "  imxlate import 200000-G.ckpt --family stargan --domains black_hair blond_hair brown_hair male young")
+@user_errors
+def import_(
+    ctx: typer.Context,
+    checkpoint: Path = typer.Argument(..., help="generator weights: a CycleGAN/pix2pix .pth or a StarGAN -G.ckpt"),
+    src: Optional[str] = typer.Option(None, "--from", help="CycleGAN: the domain the generator translates from"),
+    dst: Optional[str] = typer.Option(None, "--to", help="CycleGAN: the domain it translates into"),
+    reverse: Optional[Path] = typer.Option(None, help="CycleGAN: the opposite generator (--to -> --from), "
+                                                      "so one model file translates both ways"),
+    family: Optional[str] = typer.Option(None, help="cyclegan | stargan (default: read from the keys)"),
+    domains: Optional[List[str]] = typer.Option(None, "--domains", help="StarGAN: the label names, in label order"),
+    out_file: Optional[Path] = typer.Option(None, "--out",
+                                            help="model file to write (default: <checkpoint>.safetensors)"),
+    image_size: Optional[int] = typer.Option(None, help="training image size to record (default: 256 CycleGAN, "
+                                                        "128 StarGAN)"),
+    overwrite: bool = typer.Option(False, help="replace an existing --out file"),
+):
+    """Import a generator trained with the CycleGAN/pix2pix or StarGAN reference code into a model file.
 
-    app.command("import", epilog=IMPORT_EPILOG,
-                context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(user_errors(import_command))
-    app.command("export", epilog=EXPORT_EPILOG)(user_errors(export_command))
+    Files are read as plain tensors (torch.load with weights_only=True); the architecture is read
+    from their keys and shapes.
+    """
+    from .foreign import import_checkpoint
+
+    domains, extra = names_and_options(domains, ctx.args)
+    if extra:
+        raise ImxlateError(f"unexpected argument(s): {' '.join(extra)}; see `imxlate import --help`")
+    written = import_checkpoint(checkpoint, out_file, family=family, src=src, dst=dst, reverse=reverse, domains=domains,
+                                image_size=image_size, overwrite=overwrite)
+    meta = store.read_metadata(written)
+    arch = ", ".join(f"{k}={meta['config'][k]}" for k in ("generator", "ngf", "n_blocks", "n_downs", "norm", "dropout")
+                     if meta["config"].get(k) is not None)
+    out.print(f"Wrote {written}: {meta['family']} ({arch}), {', '.join(meta['directions'])}")
 
 
-_register_foreign_commands()
+@app.command(epilog="Examples:\n\n"
+                    "  imxlate export horse2zebra.safetensors --to zebra --format onnx\n\n"
+                    "  imxlate export runs/photos2vangogh --to vangogh --format torchscript --out vangogh.pt\n\n"
+                    "  imxlate export model.safetensors --to zebra --fp16 --device cuda")
+@user_errors
+def export(
+    model: str = typer.Argument(..., help="model file or run folder"),
+    to: str = typer.Option(..., "--to", help="target domain: the one direction that is exported"),
+    fmt: str = typer.Option("onnx", "--format", help="onnx | torchscript"),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="file to write (default: <model>-to-<to>.onnx / .pt)"),
+    src: Optional[str] = typer.Option(None, "--from", help="source domain (models with more than two domains)"),
+    fp16: bool = typer.Option(False, help="float16 weights and arithmetic, for GPU runtimes (I/O stays float32)"),
+    device: str = typer.Option("cpu", help="device to trace on (cpu | cuda | cuda:N)"),
+    overwrite: bool = typer.Option(False, help="replace an existing --out file"),
+    no_verify: bool = typer.Option(False, "--no-verify", help="load a model file whose recorded digest does not "
+                                   "match (changed bytes) anyway"),
+):
+    """Export one direction of a model as ONNX or TorchScript, with dynamic batch, height and width.
+
+    The graph takes float32 RGB images (batch, 3, height, width) with values in [0, 1] and returns
+    the translations in the same layout and range; scaling, padding and cropping are inside it.
+    """
+    from .export import export_model
+
+    written = export_model(model, to, out_file, fmt=fmt, src=src, fp16=fp16, device=device, overwrite=overwrite,
+                           verify=not no_verify)
+    out.print(f"Wrote {written} ({fmt}{', fp16' if fp16 else ''}): images in [0, 1] -> '{to}'")
 
 
 def main(argv: list[str] | None = None) -> None:

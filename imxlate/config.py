@@ -1,4 +1,5 @@
-"""Training configuration and the typed `--key value` overrides that fill any config dataclass."""
+"""Training configuration (`TrainConfig`, whose fields are also the `imxlate train` options), the checks of
+counts, sizes and seeds, and the typed `--key value` overrides that fill any config dataclass."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,34 +15,38 @@ from .errors import ImxlateError
 class TrainConfig:
     """How a run is trained (the loop's settings); each family's own Config holds its architecture and losses.
 
-    Fields left as None take the family's defaults (`Family.train_defaults`), then the ones below.
+    Fields left as None take the family's defaults (`Family.train_defaults`), then the generic ones in
+    `resolved`. Each field is also the `imxlate train` option of its name (`batch_size`: --batch-size),
+    with its default and the help in its metadata: the command line is built from these fields.
     """
 
-    domains: list[str] = field(default_factory=list)
-    data: str = "."
-    model: str = "cyclegan"
-    out: str | None = None
-    steps: int | None = field(default=None, metadata={"help": "stop after N iterations (the schedule is unchanged)"})
-    epochs: int | None = field(default=None, metadata={"help": "epochs at the initial learning rate"})
-    epochs_decay: int | None = field(default=None, metadata={"help": "epochs of linear decay to zero"})
-    batch_size: int | None = field(default=None, metadata={"help": "images per domain per step (per rank)"})
-    load_size: int | None = None
-    crop_size: int | None = None
-    preprocess: str = "resize_and_crop"
-    no_flip: bool = False
-    max_images: int | None = None
-    seed: int = 0
-    device: str = "auto"
-    workers: int | None = None
-    save_every: int = 1000
-    sample_every: int = 500
+    domains: list[str] = field(default_factory=list, metadata={"help": "domain folder names: --domains photos vangogh"})
+    data: str = field(default=".", metadata={"help": "folder holding one sub-folder per domain (or trainA/trainB)"})
+    model: str = field(default="cyclegan", metadata={"help": "family (each is listed above with its options)"})
+    out: str | None = field(default=None, metadata={"help": "run folder (default runs/<a>2<b>, numbered if taken)"})
+    steps: int | None = field(default=None, metadata={
+        "help": "stop after N iterations (the schedule is unchanged) and finish as a full run does"})
+    epochs: int | None = field(default=None, metadata={"help": "epochs at the initial learning rate (CycleGAN: 100)"})
+    epochs_decay: int | None = field(default=None, metadata={"help": "epochs of linear decay to zero (CycleGAN: 100)"})
+    batch_size: int | None = field(default=None, metadata={"help": "images per domain per step, per rank"})
+    load_size: int | None = field(default=None, metadata={"help": "resize to this before cropping (CycleGAN: 286)"})
+    crop_size: int | None = field(default=None, metadata={"help": "training image size (CycleGAN: 256)"})
+    preprocess: str = field(default="resize_and_crop", metadata={"help": "resize_and_crop | crop | scale_width | none"})
+    no_flip: bool = field(default=False, metadata={"help": "no random horizontal flips"})
+    max_images: int | None = field(default=None, metadata={"help": "use at most N images per domain"})
+    seed: int = field(default=0, metadata={"help": "random seed (runs are repeatable)"})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N | mps"})
+    workers: int | None = field(default=None, metadata={"help": "data loading processes (default: cores - 1, at most 4)"})
+    save_every: int = field(default=1000, metadata={"help": "checkpoint every N steps (also at the end and on Ctrl-C)"})
+    sample_every: int = field(default=500, metadata={"help": "sample grid every N steps"})
     snapshot_every: int = field(default=0, metadata={
-        "help": "also write a model file every N steps to snapshots/ (to choose one by a validation score)"})
-    log_every: int = 10
-    amp: str = "none"
-    gradient_accumulation: int = 1
+        "help": "also write a model file every N steps to snapshots/ (0: off), to pick one by a validation score"})
+    log_every: int = field(default=10, metadata={"help": "loss log line every N steps"})
+    amp: str = field(default="none", metadata={"help": "mixed precision on CUDA: none | bf16 | fp16"})
+    gradient_accumulation: int = field(default=1, metadata={"help": "average gradients over N steps before an update"})
     ema: float = field(default=0.0, metadata={
-        "help": "decay of a moving average of the translation networks, e.g. 0.999; model file and samples use it"})
+        "help": "moving average of the translation networks' weights, e.g. 0.999 (0: off); the model file and "
+                "sample grids use the average"})
 
     def check(self) -> None:
         """Refuse values that cannot train (zero or negative counts and sizes, a domain named twice, ...)

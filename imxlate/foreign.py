@@ -4,20 +4,17 @@ Supported: ResNet generators of the CycleGAN/pix2pix reference repository (`late
 `{epoch}_net_G.pth`, the released pretrained `.pth` files) and StarGAN generators (`{iter}-G.ckpt`).
 imxlate's networks keep the reference module layout (`model.N...`, `main.N...`), so the weights map
 key for key; the architecture (blocks, filters, norm, dropout, domains) is read from the keys and
-shapes. This is the only module that calls torch.load, and always with weights_only=True: plain
-tensors only, never pickled code.
+shapes. Files are read with torch.load(weights_only=True) (as every torch.load in imxlate is): plain
+tensors only, never pickled code. `import_checkpoint` is what `imxlate import` calls.
 """
 from __future__ import annotations
 
 import os
 import re
 from pathlib import Path
-from typing import List, Optional
 
 import torch
 import torch.nn as nn
-import typer
-from rich.console import Console
 
 from . import store
 from .config import check_at_least
@@ -230,47 +227,3 @@ def import_checkpoint(path: str | Path, out: str | Path | None = None, family: s
         fam = import_stargan(path, list(domains or []), size)
     store.save_model(fam, out, training={"imported": True}, source=_source(path, reverse))
     return out
-
-
-# ---- command line (the lead registers this as `imxlate import`) -------------------------------------
-
-IMPORT_EPILOG = ("Examples:\n\n"
-                 "  imxlate import horse2zebra.pth --from horse --to zebra --reverse zebra2horse.pth "
-                 "--out horse2zebra.safetensors\n\n"
-                 "  imxlate import latest_net_G_A.pth --from photo --to monet\n\n"
-                 "  imxlate import facades_label2photo.pth --from labels --to facade   (a pix2pix U-Net)\n\n"
-                 "  imxlate import 200000-G.ckpt --family stargan "
-                 "--domains black_hair blond_hair brown_hair male young")
-
-
-def import_command(
-    ctx: typer.Context,
-    checkpoint: Path = typer.Argument(..., help="generator weights: a CycleGAN/pix2pix .pth or a StarGAN -G.ckpt"),
-    src: Optional[str] = typer.Option(None, "--from", help="CycleGAN: the domain the generator translates from"),
-    dst: Optional[str] = typer.Option(None, "--to", help="CycleGAN: the domain it translates into"),
-    reverse: Optional[Path] = typer.Option(None, help="CycleGAN: the opposite generator (--to -> --from), "
-                                                      "so one model file translates both ways"),
-    family: Optional[str] = typer.Option(None, help="cyclegan | stargan (default: read from the keys)"),
-    domains: Optional[List[str]] = typer.Option(None, "--domains", help="StarGAN: the label names, in label order"),
-    out_file: Optional[Path] = typer.Option(None, "--out",
-                                            help="model file to write (default: <checkpoint>.safetensors)"),
-    image_size: Optional[int] = typer.Option(None, help="training image size to record (default: 256 CycleGAN, "
-                                                        "128 StarGAN)"),
-    overwrite: bool = typer.Option(False, help="replace an existing --out file"),
-):
-    """Import a generator trained with the CycleGAN/pix2pix or StarGAN reference code into a model file.
-
-    Files are read as plain tensors (torch.load with weights_only=True); the architecture is read
-    from their keys and shapes.
-    """
-    extra = list(ctx.args)
-    while extra and not extra[0].startswith("--"):  # `--domains a b c`: the names after the first
-        domains = [*(domains or []), extra.pop(0)]
-    if extra:
-        raise ImxlateError(f"unexpected argument(s): {' '.join(extra)}; see `imxlate import --help`")
-    written = import_checkpoint(checkpoint, out_file, family, src, dst, reverse, domains, image_size, overwrite)
-    meta = store.read_metadata(written)
-    cfg = meta["config"]
-    arch = ", ".join(f"{k}={cfg[k]}" for k in ("generator", "ngf", "n_blocks", "n_downs", "norm", "dropout")
-                     if cfg.get(k) is not None)
-    Console(highlight=False).print(f"Wrote {written}: {meta['family']} ({arch}), {', '.join(meta['directions'])}")

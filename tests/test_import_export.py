@@ -13,16 +13,14 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import typer
 from typer.testing import CliRunner
 
 import imxlate
 from imxlate import store
-from imxlate.cli import app as imxlate_app
-from imxlate.cli import user_errors
+from imxlate.cli import app
 from imxlate.errors import ImxlateError
-from imxlate.export import export_command, export_model
-from imxlate.foreign import import_checkpoint, import_command
+from imxlate.export import export_model
+from imxlate.foreign import import_checkpoint
 
 NGF, SIZE = 8, 32
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
@@ -163,22 +161,13 @@ def images(n=2, h=SIZE, w=SIZE, seed=0):
 
 def one_line_error(args, out: Path):
     """Run `imxlate import/export ...`; assert one clear error line, no traceback and no file written."""
-    r = runner.invoke(cli_app(), [str(a) for a in args])
+    r = runner.invoke(app, [str(a) for a in args])
     assert r.exit_code == 2, r.output
     lines = r.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), r.output
     assert "Traceback" not in r.output
     assert not out.exists() and not list(out.parent.glob(f".{out.name}*"))
     return lines[0]
-
-
-def cli_app() -> typer.Typer:
-    """The two commands registered the way imxlate.cli registers its commands."""
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    app.command("import", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
-        user_errors(import_command))
-    app.command("export")(user_errors(export_command))
-    return app
 
 
 # ---- CycleGAN import ---------------------------------------------------------------------------------
@@ -197,7 +186,7 @@ def test_cyclegan_import_matches_reference_network(tmp_path, kind):
     ckpt = save_sd(ref, tmp_path / "latest_net_G_A.pth")
     out = tmp_path / "h2z.safetensors"
 
-    r = runner.invoke(cli_app(), ["import", str(ckpt), "--from", "horse", "--to", "zebra", "--out", str(out)])
+    r = runner.invoke(app, ["import", str(ckpt), "--from", "horse", "--to", "zebra", "--out", str(out)])
     assert r.exit_code == 0, r.output
 
     meta = store.read_metadata(out)
@@ -224,7 +213,7 @@ def test_pix2pix_unet_import_matches_reference_network(tmp_path, levels, norm):
     ref = randomised(RefUnetGenerator(levels, NGF, norm), seed=4).eval()  # eval: dropout off, running stats
     ckpt = save_sd(ref, tmp_path / "latest_net_G.pth")
     out = tmp_path / "facades.safetensors"
-    r = runner.invoke(cli_app(), ["import", str(ckpt), "--from", "labels", "--to", "facade", "--out", str(out)])
+    r = runner.invoke(app, ["import", str(ckpt), "--from", "labels", "--to", "facade", "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert f"generator=unet, ngf={NGF}, n_downs={levels}, norm={norm}" in r.output
     cfg = store.read_metadata(out)["config"]
@@ -255,14 +244,14 @@ def test_cyclegan_reverse_gives_both_directions_and_info_shows_the_source(tmp_pa
     assert sorted(meta["directions"]) == ["horse->zebra", "zebra->horse"]
     assert meta["source"] == {"file": "horse2zebra.pth", "sha256": store.sha256(f_a2b),
                               "reverse_file": "zebra2horse.pth", "reverse_sha256": store.sha256(f_b2a)}
-    r = runner.invoke(imxlate_app, ["info", str(out)])
+    r = runner.invoke(app, ["info", str(out)])
     assert r.exit_code == 0 and "imported from" in r.output and "horse2zebra.pth" in r.output, r.output
-    r = runner.invoke(imxlate_app, ["info", str(out), "--json"])
+    r = runner.invoke(app, ["info", str(out), "--json"])
     assert json.loads(r.output)["source"] == meta["source"]
 
 
 def test_a_one_way_model_is_not_trainable(tmp_path):
-    r = runner.invoke(imxlate_app, ["train", "--domains", "a", "b", "--data", str(tmp_path), "--one-way"])
+    r = runner.invoke(app, ["train", "--domains", "a", "b", "--data", str(tmp_path), "--one-way"])
     assert r.exit_code == 2 and "training needs both directions" in r.output, r.output
 
 
@@ -283,7 +272,7 @@ def test_stargan_import_matches_reference_network(tmp_path, old_file):
     ckpt = save_sd(ref, tmp_path / "200000-G.ckpt", drop="num_batches_tracked" if old_file else None)
     out = tmp_path / "celeba.safetensors"
     domains = ["black_hair", "blond_hair", "brown_hair"]
-    r = runner.invoke(cli_app(), ["import", str(ckpt), "--family", "stargan", "--domains", *domains, "--out", str(out)])
+    r = runner.invoke(app, ["import", str(ckpt), "--family", "stargan", "--domains", *domains, "--out", str(out)])
     assert r.exit_code == 0, r.output
     meta = store.read_metadata(out)
     assert meta["family"] == "stargan" and meta["domains"] == domains
@@ -333,7 +322,7 @@ def test_existing_output_is_not_overwritten(tmp_path):
     ckpt = save_sd(randomised(RefResnetGenerator(n_blocks=2), 5), tmp_path / "g.pth")
     out = tmp_path / "m.safetensors"
     out.write_bytes(b"keep me")
-    r = runner.invoke(cli_app(), ["import", str(ckpt), "--from", "a", "--to", "b", "--out", str(out)])
+    r = runner.invoke(app, ["import", str(ckpt), "--from", "a", "--to", "b", "--out", str(out)])
     assert r.exit_code == 2 and "--overwrite" in r.output
     assert out.read_bytes() == b"keep me"
 
@@ -359,7 +348,7 @@ SHAPES = [(1, 3, SIZE, SIZE), (3, 3, 30, 42)]
 def test_onnx_export_matches_pytorch_at_two_sizes(tmp_path, two_way_model):
     ort = pytest.importorskip("onnxruntime")
     out = tmp_path / "banana.onnx"
-    r = runner.invoke(cli_app(), ["export", str(two_way_model), "--to", "banana", "--format", "onnx",
+    r = runner.invoke(app, ["export", str(two_way_model), "--to", "banana", "--format", "onnx",
                                   "--out", str(out)])
     assert r.exit_code == 0, r.output
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])

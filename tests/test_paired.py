@@ -83,5 +83,5 @@ def test_eval_paired_target_through_the_cli(tmp_path, monkeypatch):
     assert direction["direction"] == "twemoji->noto" and report["model"].endswith(".safetensors")
     assert paired["n"] == 3 and 0.005 < paired["l1"] < 0.2 and 0.3 < paired["ssim"] < 1.0
     r = CliRunner().invoke(app, ["eval", "--source", str(src), "--to", "noto", "--paired-target", str(tmp_path / "none")])
-    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert r.exit_code == 2 and "Traceback" not in r.output and "--paired-target" in r.output
 
