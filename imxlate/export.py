@@ -3,7 +3,7 @@
 The exported graph takes float32 RGB images with values in [0, 1], shaped (batch, 3, height,
 width), any batch size, height and width (4 px or more), and returns the translated images in the
 same range, shape and dtype. Everything imxlate does around the networks is inside the graph:
-scaling to the networks' [-1, 1], reflection padding to the family's size multiple, cropping back
+scaling to the networks' [-1, 1], mirror padding to the family's size multiple (translate's own), cropping back
 and clamping. With fp16 the weights and arithmetic are float16 (for GPU runtimes) while inputs and
 outputs stay float32. The file records the model, its direction and this convention: ONNX in its
 metadata_props, TorchScript in an extra file `imxlate.json`.
@@ -15,13 +15,9 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-import typer
-from rich.console import Console
 
 from . import store
 from .errors import ImxlateError, from_os_error
@@ -41,12 +37,10 @@ class ExportedTranslator(nn.Module):
         self.nets = nn.ModuleDict({name: family.nets[name] for name in family.keep}).to(dtype)
 
     def forward(self, x):
+        from .translate import pad_to_multiple  # the padding of imxlate's own translate, so outputs agree exactly
+
         h, w = x.shape[-2], x.shape[-1]
-        m = self.family.size_multiple
-        ph, pw = (-h) % m, (-w) % m
-        top, left = ph // 2, pw // 2  # the split of imxlate's own translate, so outputs agree exactly
-        # Padding by zero is a no-op, so one graph serves every size without a shape-dependent branch.
-        x = F.pad(x.to(self.dtype) * 2 - 1, (left, pw - left, top, ph - top), mode="reflect")
+        x, (top, left) = pad_to_multiple(x.to(self.dtype) * 2 - 1, self.family.size_multiple)
         y = self.family.translate(x, self.target, self.src)
         y = y[:, :, top:top + h, left:left + w]
         return ((y.float() + 1) / 2).clamp(0, 1)
@@ -125,29 +119,3 @@ def _torchscript(module: nn.Module, example: torch.Tensor, path: str, info: dict
 
 
 # ---- command line (the lead registers this as `imxlate export`) -------------------------------------
-
-EXPORT_EPILOG = ("Examples:\n\n"
-                 "  imxlate export horse2zebra.safetensors --to zebra --format onnx\n\n"
-                 "  imxlate export runs/photos2vangogh --to vangogh --format torchscript --out vangogh.pt\n\n"
-                 "  imxlate export model.safetensors --to zebra --fp16 --device cuda")
-
-
-def export_command(
-    model: str = typer.Argument(..., help="model file or run folder"),
-    to: str = typer.Option(..., "--to", help="target domain: the one direction that is exported"),
-    fmt: str = typer.Option("onnx", "--format", help="onnx | torchscript"),
-    out_file: Optional[Path] = typer.Option(None, "--out", help="file to write (default: <model>-to-<to>.onnx / .pt)"),
-    src: Optional[str] = typer.Option(None, "--from", help="source domain (models with more than two domains)"),
-    fp16: bool = typer.Option(False, help="float16 weights and arithmetic, for GPU runtimes (I/O stays float32)"),
-    device: str = typer.Option("cpu", help="device to trace on (cpu | cuda | cuda:N)"),
-    overwrite: bool = typer.Option(False, help="replace an existing --out file"),
-    no_verify: bool = typer.Option(False, "--no-verify", help="load a model file whose recorded digest does not "
-                                   "match (changed bytes) anyway"),
-):
-    """Export one direction of a model as ONNX or TorchScript, with dynamic batch, height and width.
-
-    The graph takes float32 RGB images (batch, 3, height, width) with values in [0, 1] and returns
-    the translations in the same layout and range; scaling, padding and cropping are inside it.
-    """
-    written = export_model(model, to, out_file, fmt, src, fp16, device, overwrite, not no_verify)
-    Console(highlight=False).print(f"Wrote {written} ({fmt}{', fp16' if fp16 else ''}): images in [0, 1] -> '{to}'")

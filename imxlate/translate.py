@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -13,7 +15,7 @@ from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from . import store
+from . import store, tiling
 from .config import check_at_least, check_seed
 from .data import MAX_PIXELS, expand_inputs, load_image, to_image, to_tensor, too_large
 from .errors import ImxlateError, from_os_error, missing_path_message
@@ -71,15 +73,68 @@ def find_model(model: str | None, to: str | None) -> tuple[Path, str]:
 
 # ---- translating tensors ---------------------------------------------------------------------------
 
-def _pad(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
-    """Pad (B,C,H,W) symmetrically to multiples of `multiple` (reflection where the image allows)."""
-    h, w = x.shape[-2:]
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pad (B,C,H,W) to multiples of `multiple`, split as evenly as can be (the extra pixel after), by
+    mirroring at the edges (as reflection padding, and again back and forth when the padding is wider
+    than the image) -> (padded, (top, left)). The one padding of translate and of exported graphs:
+    shape arithmetic and index_select only, so a trace keeps it for every size."""
+    h, w = x.shape[-2], x.shape[-1]
     ph, pw = (-h) % multiple, (-w) % multiple
-    pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
-    if not any(pad):
-        return x, pad
-    mode = "reflect" if max(pad[:2]) < w and max(pad[2:]) < h else "replicate"
-    return F.pad(x, pad, mode=mode), pad
+    top, left = ph // 2, pw // 2
+    x = x.index_select(-2, _mirrored(h, top, ph, x.device))
+    return x.index_select(-1, _mirrored(w, left, pw, x.device)), (top, left)
+
+
+def _mirrored(n, before, total, device) -> torch.Tensor:
+    """Indices into 0..n-1 of positions -before .. n+total-before-1, reflected at the edges (period 2n-2)."""
+    i = torch.arange(n + total, device=device) - before
+    period = torch.zeros((), dtype=i.dtype, device=device) + (2 * n - 2 + 1 // n)  # 1 // n: 1 for a 1-px side
+    k = torch.remainder(i, period)  # a tensor divisor: exporters take it where a symbolic scalar fails
+    return torch.where(k < n, k, 2 * n - 2 - k)
+
+
+def parse_memory(value) -> int:
+    """Bytes from an int or a string such as '4GB', '4G', '512MB', '2GiB' (units of 1024)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        n = int(value)
+    else:
+        text = str(value).strip().upper().replace("IB", "B")
+        units = {"TB": 2**40, "GB": 2**30, "MB": 2**20, "KB": 2**10, "T": 2**40, "G": 2**30, "M": 2**20,
+                 "K": 2**10, "B": 1}
+        unit = next((u for u in units if text.endswith(u)), "")
+        try:
+            n = int(float(text[:len(text) - len(unit)]) * units.get(unit, 1))
+        except ValueError:
+            raise ImxlateError(f"--max-memory {value}: give a size such as 4GB or 512MB") from None
+    if n <= 0:
+        raise ImxlateError(f"--max-memory {value}: give a size above zero, such as 4GB")
+    return n
+
+
+def default_memory_budget(device: torch.device) -> int:
+    """The memory translate may use for a forward pass: 80% of the GPU's free memory, else half of the
+    RAM available now (Linux MemAvailable; half the physical RAM elsewhere), and no more than half of
+    what an address-space limit (ulimit -v) leaves this process."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0] * 0.8)
+    try:
+        budget = _meminfo_kb("/proc/meminfo", "MemAvailable:") * 1024 // 2
+    except (OSError, StopIteration, ValueError):
+        budget = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if limit != resource.RLIM_INFINITY:
+            budget = min(budget, max(0, limit - _meminfo_kb("/proc/self/status", "VmSize:") * 1024) // 2)
+    except (ImportError, OSError, StopIteration, ValueError):
+        pass
+    return budget
+
+
+def _meminfo_kb(path: str, key: str) -> int:
+    with open(path) as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key))
 
 
 class Translator:
@@ -89,6 +144,7 @@ class Translator:
         self.family, self.path = family, path
         self.domains = family.domains
         self.meta = family.meta
+        self._generators: dict = {}  # (to, src) -> the one tileable network translating it, or None
 
     @classmethod
     def open(cls, path: str | Path | None = None, to: str | None = None, device: str = "auto",
@@ -112,44 +168,105 @@ class Translator:
 
     @torch.inference_mode()
     def translate_tensor(self, x: torch.Tensor, to: str, src: str | None = None,
-                         generator: torch.Generator | None = None) -> torch.Tensor:
-        """(B,3,H,W) in [-1,1], any H and W -> (B,3,H,W) in [-1,1] translated into domain `to`."""
+                         generator: torch.Generator | None = None, tile: int | None = None,
+                         max_memory: int | str | None = None) -> torch.Tensor:
+        """(B,3,H,W) in [-1,1], any H and W -> (B,3,H,W) in [-1,1] translated into domain `to`.
+
+        Images whose forward pass would need more than `max_memory` (bytes or '4GB'; default: a share of
+        the device's memory, see default_memory_budget) are translated in tiles with the same result
+        (imxlate.tiling); `tile` (pixels per side) forces tiles of that size.
+        """
         self.check_domain(to, src)
         fam = self.family
         x = x.to(fam.device, torch.float32)
         h, w = x.shape[-2:]
         if fam.fixed_size:
+            self.check_tiling(to, src, tile, max_memory)
             y = fam.translate(F.interpolate(x, size=(fam.image_size, fam.image_size), mode="bilinear",
                                             antialias=True, align_corners=False), to, src, generator)
             return F.interpolate(y, size=(h, w), mode="bilinear", antialias=True, align_corners=False).clamp(-1, 1)
-        xp, (l, r, t, b) = _pad(x, fam.size_multiple)
-        y = fam.translate(xp, to, src, generator)
+        m = fam.size_multiple
+        xp, (t, l) = pad_to_multiple(x, m) if h % m or w % m else (x, (0, 0))
+        net, size = self._tiling(xp, to, src, tile, max_memory)
+        y = tiling.tiled_forward(net, xp, size) if size else fam.translate(xp, to, src, generator)
         return y[..., t:t + h, l:l + w].float()
 
-    def translate(self, image, to: str, src: str | None = None, seed: int | None = None):
-        """A PIL image -> the translated PIL image (alpha kept); a tensor (3,H,W) or (B,3,H,W) -> tensor."""
+    def _tiling(self, x: torch.Tensor, to: str, src: str | None, tile: int | None, max_memory) -> tuple:
+        """(network, tile size) when `x` is to be tiled, else (None, None)."""
+        net = self.check_tiling(to, src, tile, max_memory)
+        if net is None:
+            return None, None
+        geo = tiling.geometry(net)
+        if tile:
+            return net, tile
+        budget = parse_memory(max_memory) if max_memory is not None else default_memory_budget(self.family.device)
+        size = tiling.choose_tile(net, geo, x.shape[0], x.shape[-2], x.shape[-1], budget)
+        return (net, size) if size else (None, None)
+
+    def check_tiling(self, to: str, src: str | None = None, tile: int | None = None, max_memory=None):
+        """Refuse a bad `tile` or `max_memory`, or `tile` for a model that cannot be tiled -> the network
+        tiles would run (None when the translation is not one tileable generator)."""
+        if tile is not None:
+            check_at_least({"tile": tile}, 1)
+        if max_memory is not None:
+            parse_memory(max_memory)
+        if self.family.fixed_size:
+            if tile:
+                raise ImxlateError(f"the {self.family.name} family translates at a fixed size "
+                                   f"({self.family.image_size} px), never in tiles: leave out --tile")
+            return None
+        net = self._generator(to, src)
+        if net is None and tile:
+            raise ImxlateError(f"tiling works on ResNet and U-Net generators; this {self.family.name} model's "
+                               "translation is not one: leave out --tile (shrink large images with --size)")
+        return net
+
+    def _generator(self, to: str, src: str | None):
+        """The network that translates into `to`, when the family's translation is one ResNet or U-Net
+        generator called on the image (found once by watching a small translation), else None."""
+        if (to, src) not in self._generators:
+            fam, called = self.family, []
+            hooks = [n.register_forward_pre_hook(lambda m, a, n=n: called.append((n, len(a))))
+                     for n in fam.nets.values()]
+            side = -(-64 // fam.size_multiple) * fam.size_multiple
+            try:
+                fam.translate(torch.zeros(1, 3, side, side, device=fam.device), to, src)
+            finally:
+                for hk in hooks:
+                    hk.remove()
+            one = len(called) == 1 and called[0][1] == 1 and isinstance(called[0][0], tiling.TILEABLE)
+            self._generators[(to, src)] = called[0][0] if one else None
+        return self._generators[(to, src)]
+
+    def translate(self, image, to: str, src: str | None = None, seed: int | None = None, tile: int | None = None,
+                  max_memory: int | str | None = None):
+        """A PIL image -> the translated PIL image (alpha kept); a tensor (3,H,W) or (B,3,H,W) -> tensor.
+        `tile` and `max_memory`: see translate_tensor (large images are tiled with the same result)."""
         g = torch.Generator(self.family.device).manual_seed(seed) if seed is not None else None
         if isinstance(image, torch.Tensor):
             single = image.dim() == 3
-            y = self.translate_tensor(image[None] if single else image, to, src, g)
+            y = self.translate_tensor(image[None] if single else image, to, src, g, tile, max_memory)
             return y[0] if single else y
         alpha = image.getchannel("A") if image.mode in ("RGBA", "LA") else None
         rgb = image.convert("RGB")
-        out = to_image(self.translate_tensor(to_tensor(rgb)[None], to, src, g)[0])
+        out = to_image(self.translate_tensor(to_tensor(rgb)[None], to, src, g, tile, max_memory)[0])
         if alpha is not None:
             out.putalpha(alpha)
         return out
 
     def translate_folder(self, inputs: list[str], to: str, out: str | Path | None = None, src: str | None = None,
                          batch_size: int = 8, size: int | None = None, samples: int = 1, seed: int | None = None,
-                         overwrite: bool = False, progress: bool = True, max_pixels: int = MAX_PIXELS) -> "Report":
+                         overwrite: bool = False, progress: bool = True, max_pixels: int = MAX_PIXELS,
+                         tile: int | None = None, max_memory: int | str | None = None) -> "Report":
         """Translate files, folders (recursive, mirrored) and globs into `out` -> a Report.
 
         An image that cannot be read, is larger than `max_pixels` (after `size`) or fails to translate
         is reported in Report.failed and the others go on; an error writing an output ends the run.
+        Images are decoded and outputs encoded in background threads while the network runs; at most
+        `batch_size` decoded images wait for a batch, so memory does not grow with the folder.
         """
         return translate_paths(self, inputs, to, out, src, batch_size, size, samples, seed, overwrite, progress,
-                               max_pixels)
+                               max_pixels, tile, max_memory)
 
 
 # ---- folders ---------------------------------------------------------------------------------------
@@ -228,9 +345,10 @@ def plan_outputs(pairs: list[tuple[Path, Path]], out: Path, samples: int) -> lis
 
 
 def translate_paths(tr: Translator, inputs, to, out, src, batch_size, size, samples, seed, overwrite, progress,
-                    max_pixels: int = MAX_PIXELS) -> Report:
+                    max_pixels: int = MAX_PIXELS, tile: int | None = None, max_memory=None) -> Report:
     check_options(batch_size, size, samples, seed, max_pixels)
     tr.check_domain(to, src)
+    tr.check_tiling(to, src, tile, max_memory)
     pairs = expand_inputs(list(inputs))
     if not pairs:
         raise ImxlateError(f"no images found in {', '.join(map(str, inputs))}")
@@ -247,17 +365,53 @@ def translate_paths(tr: Translator, inputs, to, out, src, batch_size, size, samp
     store.prepare_folder(out, create=False)  # made when the first output is written
     report = Report(out)
     g = torch.Generator(tr.family.device).manual_seed(seed) if seed is not None else None
+    # Decoded images waiting for a batch, by size, oldest bucket first; never more than batch_size in all.
     buckets: dict[tuple[int, int], list] = {}
+    writes: deque = deque()  # (output, future of its encoding and writing), in order
 
     def fail(path: Path, e: BaseException) -> None:
         report.failed.append((path, str(e).splitlines()[0] if str(e) else type(e).__name__))
         print(f"skipped {path}: {report.failed[-1][1]}", file=sys.stderr)
 
+    def decode(path: Path):
+        rgb, alpha = load_image(path, None if size else max_pixels)
+        if size:
+            w, h = rgb.size
+            s = size / min(w, h)
+            rgb = rgb.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BICUBIC)
+            alpha = alpha.resize(rgb.size, Image.BICUBIC) if alpha is not None else None
+            refused = too_large(*rgb.size, max_pixels)
+            if refused:
+                raise ImxlateError(refused)
+        return rgb.size, to_tensor(rgb), alpha
+
+    def encode(y: torch.Tensor, alpha, o: Path) -> None:
+        img = to_image(y)
+        if alpha is not None:
+            img.putalpha(alpha)
+        o.parent.mkdir(parents=True, exist_ok=True)
+        store.write_atomically(o, lambda f: img.save(f, format="PNG"))
+
+    def finish(block: bool) -> None:
+        """Record the writes done (all of them when `block`), in order; a failed write ends the run."""
+        while writes and (block or writes[0][1].done()):
+            o, fut = writes.popleft()
+            try:
+                fut.result()
+            except OSError as e:
+                raise from_os_error(e, f"writing {o}", f"the {len(report.written)} image(s) written before "
+                                    f"it in {out}/ are complete") from None
+            report.written.append(o)
+
     def flush(key):
         items = buckets.pop(key)
         x = torch.stack([t for _, t, _, _ in items])
         try:
-            results = [tr.translate_tensor(x, to, src, g) for _ in range(samples)]
+            results = [tr.translate_tensor(x, to, src, g, tile, max_memory) for _ in range(samples)]
+        except ImxlateError as e:  # too large even in tiles: the others go on
+            for path, _, _, _ in items:
+                fail(path, e)
+            return
         except (RuntimeError, ValueError, MemoryError) as e:  # out of memory, too small...: the others go on
             why = str(e).splitlines()[0] if str(e) else type(e).__name__
             for path, _, _, _ in items:
@@ -266,40 +420,46 @@ def translate_paths(tr: Translator, inputs, to, out, src, batch_size, size, samp
             return
         for i, (_, _, alpha, outs) in enumerate(items):
             for k, o in enumerate(outs):
-                img = to_image(results[k][i])
-                if alpha is not None:
-                    img.putalpha(alpha)
-                try:
-                    o.parent.mkdir(parents=True, exist_ok=True)
-                    store.write_atomically(o, lambda f: img.save(f, format="PNG"))
-                except OSError as e:
-                    raise from_os_error(e, f"writing {o}", f"the {len(report.written)} image(s) written before "
-                                        f"it in {out}/ are complete") from None
-                report.written.append(o)
+                writes.append((o, encoder.submit(encode, results[k][i], alpha, o)))
+        finish(block=False)
+        while len(writes) > 2 * batch_size * samples:  # the encoder is behind: wait for it
+            o, fut = writes[0]
+            fut.exception()
+            finish(block=False)
 
     columns = (TextColumn("translating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, disable=not progress) as bar:
-        task = bar.add_task("", total=len(plan))
-        for path, outs in plan:
-            try:
-                rgb, alpha = load_image(path, None if size else max_pixels)
-                if size:
-                    w, h = rgb.size
-                    s = size / min(w, h)
-                    rgb = rgb.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BICUBIC)
-                    alpha = alpha.resize(rgb.size, Image.BICUBIC) if alpha is not None else None
-                    refused = too_large(*rgb.size, max_pixels)
-                    if refused:
-                        raise ImxlateError(refused)
-            except Exception as e:  # corrupt, unsupported or too large: report, skip, go on
-                fail(path, e)
+    decoder, encoder = ThreadPoolExecutor(1, "imxlate-decode"), ThreadPoolExecutor(1, "imxlate-encode")
+    try:
+        with Progress(*columns, console=console, disable=not progress) as bar:
+            task = bar.add_task("", total=len(plan))
+            for (path, outs), decoded in zip(plan, _ahead(decoder, decode, [p for p, _ in plan], batch_size)):
+                try:
+                    key, t, alpha = decoded.result()
+                except Exception as e:  # corrupt, unsupported or too large: report, skip, go on
+                    fail(path, e)
+                    bar.advance(task)
+                    continue
+                buckets.setdefault(key, []).append((path, t, alpha, outs))
+                if len(buckets[key]) >= batch_size:
+                    flush(key)
+                elif sum(map(len, buckets.values())) > batch_size:
+                    flush(next(iter(buckets)))  # mixed sizes: the oldest bucket goes, part-full
                 bar.advance(task)
-                continue
-            key = rgb.size
-            buckets.setdefault(key, []).append((path, to_tensor(rgb), alpha, outs))
-            if len(buckets[key]) >= batch_size:
+            for key in list(buckets):
                 flush(key)
-            bar.advance(task)
-        for key in list(buckets):
-            flush(key)
+            finish(block=True)
+    finally:
+        decoder.shutdown(cancel_futures=True)
+        encoder.shutdown(cancel_futures=True)
     return report
+
+
+def _ahead(pool: ThreadPoolExecutor, fn, items: list, depth: int):
+    """Futures of fn(item) in order, with at most `depth` + 1 submitted ahead of the one being used."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) > depth:
+            yield pending.popleft()
+    while pending:
+        yield pending.popleft()
