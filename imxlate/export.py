@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from . import store
+from .families import load_model
 from .errors import ImxlateError, from_os_error
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -82,7 +83,7 @@ def export_model(model: str | Path, to: str, out: str | Path | None = None, fmt:
     if out.resolve() == path.resolve():
         raise ImxlateError(f"--out {out} is the model file being exported; choose another output file")
     store.prepare_folder(out.parent, "--out folder")
-    module = exportable(store.load_model(path, device, verify), to, src, fp16)
+    module = exportable(load_model(path, device, verify), to, src, fp16)
     meta = store.read_metadata(path)
     info = {"imxlate_model": path.name, "model_sha256": store.sha256(path), "family": meta["family"],
             "to": to, "from": src or ", ".join(a for a, b in module.family.directions() if b == to),

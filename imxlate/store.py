@@ -278,39 +278,16 @@ def save_model(family, path: str | Path, training: dict | None = None, data: dic
     atomic_save(tensors, {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in meta.items()}, path)
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu", verify: bool = True):
-    """Rebuild a family from a model file alone; networks in eval mode, float32, on `device`.
-
-    With `verify` (the default) a file that records a digest must match it; NaN or infinite
-    weights are always refused.
-    """
-    from .families import build_family
-
+def read_model(path: str | Path, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, decoded metadata) of a model file, checked: its digest (with `verify`), its format and finite
+    weights. Building the networks from it is the families' side (`imxlate.families.load_model`)."""
     tensors, raw = read_file(path, verify)
     meta = _decode_metadata(raw, path)
     if meta["format"] != MODEL_FORMAT:
         raise ImxlateError(f"{path} is a training checkpoint; use the run's model.safetensors, "
                            "or `imxlate train --resume RUN` to continue training")
     check_finite(tensors, path)
-    try:
-        family = build_family(meta["family"], meta["config"], meta["domains"], meta.get("image_size"),
-                              meta.get("classes"))
-    except ImxlateError:
-        raise
-    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as e:
-        raise ImxlateError(f"{path}: the architecture its metadata records cannot be built ({e}); the file was "
-                           "damaged or edited, or comes from another imxlate: use an intact copy") from None
-    for name in family.keep:
-        prefix = f"{name}."
-        sd = {k[len(prefix):]: v.float() if v.is_floating_point() else v for k, v in tensors.items() if k.startswith(prefix)}
-        try:
-            family.nets[name].load_state_dict(sd, strict=True)
-        except RuntimeError as e:
-            raise ImxlateError(f"{path}: weights of {name} do not fit its recorded architecture ({str(e).splitlines()[0]})") from None
-    family.meta = meta
-    family.to(device)
-    family.eval()
-    return family
+    return tensors, meta
 
 
 def inspect(path: str | Path) -> tuple[dict, str]:

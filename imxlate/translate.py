@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from . import store, tiling
+from .families import load_model
 from .config import check_at_least, check_seed
 from .data import MAX_PIXELS, expand_inputs, load_image, to_image, to_tensor, too_large
 from .errors import ImxlateError, from_os_error, missing_path_message
@@ -156,7 +157,7 @@ class Translator:
         from .device import pick_device
 
         p, _ = find_model(str(path) if path else None, to)
-        return cls(store.load_model(p, pick_device(device), verify), p)
+        return cls(load_model(p, pick_device(device), verify), p)
 
     def check_domain(self, to: str, src: str | None = None) -> None:
         if to not in self.domains:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from typer.testing import CliRunner
 
 # Tiny networks run fastest on one thread, and a busy 2-core machine makes OpenMP spin-waits very slow.
 torch.set_num_threads(1)
@@ -38,3 +39,13 @@ def two_domains(tmp_path):
     write_images(tmp_path / "vangogh", 5, seed=2, tint=(60, 60, 200))
     write_images(tmp_path / "input", 4, sizes=((37, 29), (64, 48), (33, 51)), seed=3)
     return tmp_path
+
+
+def cli(*args, ok=True):
+    """Run the real CLI in-process (Typer's runner); with ok, the command must succeed."""
+    from imxlate.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result

@@ -8,26 +8,18 @@ import pytest
 import torch
 import torch.nn as nn
 from PIL import Image
-from typer.testing import CliRunner
 
 import imxlate
 from imxlate import losses, store
-from imxlate.cli import app
 from imxlate.config import TrainConfig
 from imxlate.families.cut import CUT, CUTConfig, FastCUT, FastCUTConfig
 from imxlate.nets.common import param_count, sequential_features
 from imxlate.nets.resnet import ResnetBlock
 
+from conftest import cli
+
 TINY = ["--crop-size", "32", "--load-size", "36", "--ngf", "8", "--ndf", "8", "--n-blocks", "2", "--num-patches", "16",
         "--quiet"]
-runner = CliRunner()
-
-
-def cli(*args, ok=True):
-    result = runner.invoke(app, [str(a) for a in args])
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
 
 
 def test_patch_nce_on_a_hand_computed_case():

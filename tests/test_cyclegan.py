@@ -12,27 +12,18 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
 import imxlate
+from imxlate.families import load_model
 from imxlate import store
-from imxlate.cli import app
 from imxlate.nets.common import param_count
 from imxlate.nets.patchgan import PatchDiscriminator
 from imxlate.nets.resnet import ResnetGenerator
 from imxlate.nets.unet import UnetGenerator
 
-from conftest import write_images
+from conftest import cli, write_images
 
 TINY = ["--crop-size", "32", "--load-size", "36", "--ngf", "8", "--ndf", "8", "--n-blocks", "2", "--quiet"]
-runner = CliRunner()
-
-
-def cli(*args, ok=True):
-    result = runner.invoke(app, [str(a) for a in args])
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
 
 
 def test_parameter_counts_match_the_reference():
@@ -122,7 +113,7 @@ def test_model_file_alone_rebuilds_the_networks(two_domains, monkeypatch):
     umask = os.umask(0)
     os.umask(umask)
     assert model.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
-    family = store.load_model(model)
+    family = load_model(model)
     assert param_count(family.nets["G_ab"]) == param_count(ResnetGenerator(ngf=8, n_blocks=2))
     tr = imxlate.load(model)
     img = Image.new("RGBA", (30, 22), (255, 0, 0, 128))

@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from imxlate.families import load_model
 from imxlate import store
 from imxlate.cli import app
 from imxlate.config import TrainConfig
@@ -71,7 +72,7 @@ def test_train_resume_exactly_load_and_translate(data, model, domains, steps):
     assert all(torch.equal(ta[k], tb[k]) for k in ta), [k for k in ta if not torch.equal(ta[k], tb[k])]
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
 
-    fam = store.load_model(part / "model.safetensors")  # the model file alone rebuilds the family
+    fam = load_model(part / "model.safetensors")  # the model file alone rebuilds the family
     assert fam.name == model and fam.domains == list(domains)
     assert sorted(fam.directions()) == sorted((s, t) for s in domains for t in domains if s != t)
     info = cli("info", part / "model.safetensors", "--json").output

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
+from imxlate.families import load_model
 from imxlate import store
 from imxlate.cli import app
 from imxlate.errors import ImxlateError
@@ -63,17 +64,17 @@ def test_written_files_record_a_digest_and_load_verified(model):
     meta = store.read_metadata(model)
     assert meta[store.DIGEST_KEY].startswith("sha256:")
     assert store.inspect(model)[1] == "intact"
-    store.load_model(model)  # verified
+    load_model(model)  # verified
 
 
 def test_one_changed_value_is_refused_and_loads_with_no_verify(model, tmp_path):
     bad = rewrite(model, tmp_path / "bad.safetensors", change_tensors=one_value_changed)
     with pytest.raises(ImxlateError, match="not intact"):
-        store.load_model(bad)
+        load_model(bad)
     r = cli("translate", tmp_path / "in", "--to", "b", "--model", bad, "--out", tmp_path / "out", "--quiet")
     assert r.exit_code == 2 and "not intact" in r.stderr and "--no-verify" in r.stderr
     assert not (tmp_path / "out").exists()
-    store.load_model(bad, verify=False)
+    load_model(bad, verify=False)
     r = cli("translate", tmp_path / "in", "--to", "b", "--model", bad, "--out", tmp_path / "out", "--quiet",
             "--no-verify")
     assert r.exit_code == 0, r.stderr
@@ -84,18 +85,18 @@ def test_changed_metadata_is_refused(model, tmp_path):
     bad = rewrite(model, tmp_path / "bad.safetensors",
                   change_meta=lambda m: {**m, "domains": json.dumps(["horse", "zebra"])})
     with pytest.raises(ImxlateError, match="not intact"):
-        store.load_model(bad)
+        load_model(bad)
 
 
 def test_nan_weights_are_refused_even_with_no_verify(model, tmp_path):
-    family = store.load_model(model)
+    family = load_model(model)
     with torch.no_grad():
         next(family.nets["G_ab"].parameters()).view(-1)[3] = float("nan")
     nan = tmp_path / "nan.safetensors"
     store.save_model(family, nan)  # a correct digest of broken weights
     for verify in (True, False):
         with pytest.raises(ImxlateError, match="NaN"):
-            store.load_model(nan, verify=verify)
+            load_model(nan, verify=verify)
     r = cli("translate", tmp_path / "in", "--to", "b", "--model", nan, "--out", tmp_path / "out", "--no-verify")
     assert r.exit_code == 2 and "NaN" in r.stderr
 
@@ -112,7 +113,7 @@ def test_info_reports_intact_and_not_intact(model, tmp_path):
 def test_files_without_a_digest_still_load(model, tmp_path):
     old = rewrite(model, tmp_path / "old.safetensors",
                   change_meta=lambda m: {k: v for k, v in m.items() if k != store.DIGEST_KEY})
-    store.load_model(old)
+    load_model(old)
     assert store.inspect(old)[1] == "no digest recorded"
     r = cli("info", old)
     assert r.exit_code == 0 and "no digest recorded" in r.stdout
@@ -132,7 +133,7 @@ def test_shipped_model_loads_strictly_without_a_digest(tmp_path):
     shipped = shipped_models()[0]
     assert store.DIGEST_KEY not in store.read_metadata(shipped)
     before = store.sha256(shipped)
-    family = store.load_model(shipped)  # verify on: no digest recorded is not an error
+    family = load_model(shipped)  # verify on: no digest recorded is not an error
     assert store.inspect(shipped)[1] == "no digest recorded"
     r = cli("info", shipped)
     assert r.exit_code == 0 and "no digest recorded" in r.stdout
@@ -140,6 +141,6 @@ def test_shipped_model_loads_strictly_without_a_digest(tmp_path):
     from imxlate.translate import Translator
 
     y = Translator(family, shipped).translate_tensor(x, to="noto")
-    y2 = Translator(store.load_model(shipped, verify=False), shipped).translate_tensor(x, to="noto")
+    y2 = Translator(load_model(shipped, verify=False), shipped).translate_tensor(x, to="noto")
     assert torch.equal(y, y2)
     assert store.sha256(shipped) == before  # never rewritten

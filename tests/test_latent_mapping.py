@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from imxlate.families import load_model
 from imxlate import store
 from imxlate.cli import app
 from imxlate.data import Domain
@@ -98,7 +99,7 @@ def test_two_stages_resume_exactly_in_each_and_translate(data, monkeypatch):
     assert_same_checkpoints(full, stage2, 6)
 
     model = stage2 / "model.safetensors"
-    fam = store.load_model(model)  # the model file alone rebuilds both VAEs and both mappers
+    fam = load_model(model)  # the model file alone rebuilds both VAEs and both mappers
     assert fam.name == "latent-mapping" and fam.domains == ["x", "y"] and fam.cfg.class_map == "0:2,1:3"
     assert {k.split(".")[0] for k in store.read_file(model)[0]} == {"VAE_a", "VAE_b", "G_ab", "G_ba"}
     info = cli("info", model, "--json").output

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from imxlate.families import load_model
 from imxlate import store
 from imxlate.cli import app
 from imxlate.config import TrainConfig
@@ -78,7 +79,7 @@ def test_every_constraint_trains_resumes_exactly_loads_and_translates_both_ways(
     assert (c["perceptual_kind"], c["perceptual_sha256"]) == ("classifier", store.sha256(data / "clf.safetensors"))
     assert sorted(meta["networks"]) == ["E_a", "E_b", "G_a", "G_b"]
 
-    fam = store.load_model(model)  # the model file alone rebuilds the family
+    fam = load_model(model)  # the model file alone rebuilds the family
     x = torch.rand(1, 3, 32, 32) * 2 - 1
     with torch.no_grad():  # the code's mean, no noise: translation is deterministic
         assert torch.equal(fam.translate(x, "b"), fam.translate(x, "b"))
@@ -109,7 +110,7 @@ def test_shared_layers_are_one_set_of_parameters_also_after_loading(tmp_path):
     assert float(fam.nets["G_a"].shared[0].conv_block[5].bias[0].detach()) == 0.25
 
     store.save_model(fam, tmp_path / "m.safetensors")
-    loaded = store.load_model(tmp_path / "m.safetensors")
+    loaded = load_model(tmp_path / "m.safetensors")
     assert all(p is q for p, q in shared_pairs(loaded))
     assert torch.equal(loaded.nets["E_b"].shared[0].conv_block[1].weight, fam.nets["E_a"].shared[0].conv_block[1].weight)
     with torch.no_grad():

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from imxlate.families import load_model
 from imxlate import store
 
 OUT = Path(__file__).resolve().parents[2] / "weights" / "emoji-twemoji-noto.safetensors"
@@ -24,7 +25,7 @@ def main() -> None:
     ap.add_argument("model", type=Path)
     ap.add_argument("--data", type=Path, required=True, help="the folder prepare.py made")
     args = ap.parse_args()
-    family = store.load_model(args.model)
+    family = load_model(args.model)
     meta = family.meta
     root = args.data.resolve()
     rel = lambda p: os.path.join("data/emoji", os.path.relpath(p, root))  # noqa: E731
