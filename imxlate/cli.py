@@ -316,7 +316,7 @@ def runs(folder: Path = typer.Argument(Path("runs"), help="the runs folder")):
     """List training runs: family, domains, progress, last checkpoint, model file."""
     import datetime
 
-    from .train import CHECKPOINT, MODEL
+    from .store import CHECKPOINT, MODEL
 
     if not folder.is_dir():
         raise ImxlateError(f"no runs folder at {folder}; start one with `imxlate train --domains A B`")

@@ -23,6 +23,8 @@ from safetensors.torch import load_file, save
 from . import __version__
 from .errors import ImxlateError, from_os_error, missing_path_message
 
+MODEL = "model.safetensors"  # a run folder's model file
+CHECKPOINT = "checkpoint.safetensors"  # and its checkpoint
 MODEL_FORMAT = "imxlate-model"
 CHECKPOINT_FORMAT = "imxlate-checkpoint"
 FORMAT_VERSION = 1

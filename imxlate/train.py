@@ -1,5 +1,5 @@
 """The training loop, written once for every family: devices, DDP, checkpoints, exact resume,
-progress, sample grids, the loss log and the final model file."""
+progress, sample grids, the loss log, TensorBoard event files, the final model file and the run's report."""
 from __future__ import annotations
 
 import json
@@ -16,9 +16,10 @@ import torch
 import torch.distributed as dist
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from torchvision.utils import save_image
+from torchvision.utils import make_grid, save_image
 
 from . import store
+from .store import CHECKPOINT, MODEL
 from .config import TrainConfig, apply_overrides, from_dict, to_dict
 from .device import pick_device
 from .distributed import dist_broadcast, dist_setup, param_digest
@@ -28,12 +29,11 @@ from .errors import ImxlateError
 from .families import family_class
 from .averaging import MovingAverage
 from .health import CHECK_EVERY, CollapseWatch, look
+from .report import loss_group, write_report
 from .nets.common import param_count
 
 console = Console(highlight=False)
 warnings_console = Console(highlight=False, stderr=True)
-CHECKPOINT = "checkpoint.safetensors"
-MODEL = "model.safetensors"
 
 
 # ---- RNG state ----------------------------------------------------------------------------------
@@ -137,8 +137,9 @@ def _train(cfg, family_args, resume, quiet, rank, world, local) -> Path:
     """The stages of a run: resolve the recipe, set up family and data, run the loop, write the model."""
     run = Run(resolve(cfg, family_args, resume), quiet, rank, world, local)
     run.announce()
-    run.loop()
-    return run.finish()
+    with run.board:
+        run.loop()
+        return run.finish()
 
 
 # ---- stage 1: resolve what to train ------------------------------------------------------------------
@@ -207,7 +208,8 @@ class Run:
         self.watched_from = self.stop - self.stages[-1][1]  # earlier stages (pre-trained autoencoders) translate nothing yet
         self.meta = {"family": plan.fam_cls.name, "family_config": to_dict(plan.fam_cfg), "train_config": to_dict(cfg),
                      "domains": cfg.domains, "classes": classes, "image_size": cfg.crop_size, "world_size": world,
-                     "data": {d.name: str(d.root.resolve()) for d in self.domains}, "stop": self.stop}
+                     "data": {d.name: str(d.root.resolve()) for d in self.domains}, "stop": self.stop,
+                     "images": {d.name: len(d) for d in self.domains}, "device": str(self.device)}
 
     def _family(self, plan: Plan, classes: dict):
         """The family built from the seed (a resume then loads its state), on the device, ready to train,
@@ -258,6 +260,7 @@ class Run:
                                            for p in d.paths[:4]]) for d in self.domains}
         self.fixed_n = min(len(v) for v in self.fixed.values())
         self.fixed = {k: v[:self.fixed_n].to(self.device) for k, v in self.fixed.items()}
+        self.board = Board(self.run_dir if self.rank == 0 else None, self.step, self.say)
 
     # ---- outputs ----
     def save_checkpoint(self) -> None:
@@ -274,9 +277,11 @@ class Run:
         with torch.no_grad(), self.ema.applied():
             rows = family.sample_rows(self.fixed)
         family.train()
+        grid = make_grid(torch.cat(rows).float().cpu(), nrow=self.fixed_n, normalize=True, value_range=(-1, 1))
         (self.run_dir / "samples").mkdir(exist_ok=True)
-        save_image(torch.cat(rows).float().cpu(), self.run_dir / "samples" / f"step_{self.step:07d}.png",
-                   nrow=self.fixed_n, normalize=True, value_range=(-1, 1))
+        store.write_atomically(self.run_dir / "samples" / f"step_{self.step:07d}.png",
+                               lambda f: save_image(grid, f, format="png"))
+        self.board.image(self.step, grid)
 
     def write_model(self, path: Path) -> None:
         cfg = self.cfg
@@ -357,7 +362,10 @@ class Run:
         self.write_samples()
         if self.rank == 0:
             self.write_model(self.run_dir / MODEL)
+            report, summary = write_report(self.run_dir)
             self.say(f"Done: {self.step} steps in {self.elapsed:.0f}s. Model: {self.run_dir / MODEL}")
+            self.say(f"Report: {report}" + ("" if summary["plotted"] or not summary["groups"]
+                                             else " (no loss curves: pip install 'imxlate[report]')"))
         return self.run_dir
 
 
@@ -398,6 +406,7 @@ class RunLog:
 
     def __init__(self, run: Run):
         self.run, self.alarm = run, ""  # the alarm marks the progress line once a collapse sign was seen
+        self.images, self.seconds = 0, 0.0  # since the last logged step: for the logged images/s
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[speed]}"), TimeRemainingColumn(),
                                  TextColumn("{task.fields[losses]}"), console=console,
@@ -427,7 +436,9 @@ class RunLog:
                 f"[yellow]warning[/] at step {run.step}: {msg}", soft_wrap=True)
             self.file.write(json.dumps({"step": run.step, "warning": msg}) + "\n")
         if run.rank == 0:
-            speed = run.cfg.batch_size * run.world * len(run.domains) / max(seconds, 1e-9)
+            images = run.cfg.batch_size * run.world * len(run.domains)
+            self.images, self.seconds = self.images + images, self.seconds + seconds
+            speed = images / max(seconds, 1e-9)
             self.progress.update(self.task, completed=run.step, description=f"{self.alarm}epoch {epoch + 1}",
                                  speed=f"{speed:.1f} img/s", losses=" ".join(f"{k} {v:.3f}" for k, v in losses.items()))
             if run.step % run.cfg.log_every == 0 or run.step == run.stop:
@@ -435,6 +446,46 @@ class RunLog:
                 self.file.write(json.dumps({"step": run.step, "epoch": epoch, "time": round(run.elapsed, 3),
                                             "lr_factor": lr, **losses}) + "\n")
                 self.file.flush()
+                run.board.scalars(run.step, {**{f"{loss_group(k)}/{k}": v for k, v in losses.items()},
+                                             "train/lr_factor": lr,
+                                             "train/images_per_s": self.images / max(self.seconds, 1e-9)})
+                self.images, self.seconds = 0, 0.0
         if self.trace:
             self.trace.write(f"{run.step} {param_digest(run.family)}\n")
             self.trace.flush()
+
+
+class Board:
+    """TensorBoard event files in the run folder, when the tensorboard package is installed (else a one-line
+    note, and log.jsonl alone): each logged step's losses (in sections by loss group), the learning-rate
+    factor and images/s, and the sample grids at their steps. A resumed run continues the same curves: it
+    purges what an earlier process wrote past the checkpoint and writes only steps beyond it. A context
+    manager: leaving it closes the files. `run_dir` None (ranks other than 0): writes nothing."""
+
+    def __init__(self, run_dir: Path | None, step: int, say):
+        self.writer, self.start = None, step
+        if run_dir is None:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            say("Note: no TensorBoard event files (pip install 'imxlate[tensorboard]'); log.jsonl is written")
+            return
+        self.writer = SummaryWriter(str(run_dir), purge_step=step + 1 if step else None)
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        if self.writer is not None and step > self.start:
+            for tag, v in values.items():
+                self.writer.add_scalar(tag, v, step)
+
+    def image(self, step: int, grid: torch.Tensor) -> None:
+        if self.writer is not None and step > self.start:
+            self.writer.add_image("samples", grid, step)
+            self.writer.flush()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.writer is not None:
+            self.writer.close()
