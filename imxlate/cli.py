@@ -1,6 +1,6 @@
 """The `imxlate` command line, the only module that uses Typer: each command parses its options, calls
 one library function (training in train.py, translation in translate.py, evaluation in evaluate.py,
-import in foreign.py, export in export.py) and prints the result. Besides the commands: `fail` and
+import in foreign.py, export in export.py, run reports in report.py, the try-a-model page in serve.py) and prints the result. Besides the commands: `fail` and
 `user_errors` (every error a user can cause as one `error:` line, status 2), `OneLineErrors` (usage
 errors the same way), `names_and_options` (`--domains a b c`) and `config_options` (a config
 dataclass's fields as options: `train` takes TrainConfig's)."""
@@ -313,27 +313,70 @@ def _shipped_or_newest():
 @app.command(epilog="Example:\n\n  imxlate runs")
 @user_errors
 def runs(folder: Path = typer.Argument(Path("runs"), help="the runs folder")):
-    """List training runs: family, domains, progress, last checkpoint, model file."""
+    """List training runs: family, domains, progress, last checkpoint, model file, report page."""
     import datetime
 
+    from .report import REPORT
     from .store import CHECKPOINT, MODEL
 
     if not folder.is_dir():
         raise ImxlateError(f"no runs folder at {folder}; start one with `imxlate train --domains A B`")
-    t = Table("run", "family", "domains", "steps", "last checkpoint", "model")
+    t = Table("run", "family", "domains", "steps", "last checkpoint", "model", "report")
     for ckpt in sorted(folder.rglob(CHECKPOINT)):
         when = datetime.datetime.fromtimestamp(ckpt.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
         model_file = "yes" if (ckpt.parent / MODEL).exists() else "no"
+        report = str(ckpt.parent / REPORT) if (ckpt.parent / REPORT).is_file() else "no"
         try:
             meta = store.read_metadata(ckpt)
             if meta["format"] != store.CHECKPOINT_FORMAT:
                 raise ImxlateError("not a checkpoint")
             meta = meta["state"]
             t.add_row(str(ckpt.parent), str(meta["family"]), ", ".join(meta["domains"]),
-                      f"{meta['step']} of {meta['stop']}", when, model_file)
+                      f"{meta['step']} of {meta['stop']}", when, model_file, report)
         except (ImxlateError, KeyError, TypeError):
-            t.add_row(str(ckpt.parent), "unreadable checkpoint", "", "", when, model_file)
+            t.add_row(str(ckpt.parent), "unreadable checkpoint", "", "", when, model_file, report)
     out.print(t)
+    out.print("Open a run's report.html in a browser; `imxlate report RUN` writes or updates it (also mid-run).")
+
+
+@app.command(epilog="Examples:\n\n  imxlate report runs/photos2vangogh\n\n"
+                    "  tensorboard --logdir runs   (event files, with the tensorboard extra)")
+@user_errors
+def report(run: Path = typer.Argument(..., help="the run folder")):
+    """Write RUN/report.html: recipe, loss curves, sample grids, collapse warnings and snapshots on one page
+    that opens from disk (training writes it at the end; run this for a run in progress)."""
+    from .report import MATPLOTLIB_NOTE, write_report
+
+    path, summary = write_report(run)
+    out.print(f"Wrote {path}: {len(summary['groups'])} loss group(s), {len(summary['samples'])} sample grid(s), "
+              f"{summary['warnings']} warning(s), {len(summary['snapshots'])} snapshot(s)")
+    if summary["groups"] and not summary["plotted"]:
+        err.print(f"Note: {escape(MATPLOTLIB_NOTE)}")
+
+
+@app.command(epilog="Examples:\n\n  imxlate serve runs/photos2vangogh\n\n  imxlate serve model.safetensors --port 0")
+@user_errors
+def serve(
+    model: Optional[str] = typer.Argument(None, help="model file or run folder (default: the shipped model, "
+                                                     "else the newest in ./runs)"),
+    host: str = typer.Option("127.0.0.1", help="address to listen on (another than 127.0.0.1 lets other "
+                                               "machines use the page)"),
+    port: int = typer.Option(8000, help="port to listen on; 0 picks a free one"),
+    max_upload_mb: float = typer.Option(20.0, help="refuse uploads larger than this many megabytes"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps"),
+    no_verify: bool = typer.Option(False, "--no-verify", help="load a model file whose recorded digest does not "
+                                   "match (changed bytes) anyway"),
+):
+    """A local web page to try a model: pick an image and a target domain, see and download the translation.
+
+    Nothing is written to disk. Ctrl-C stops it.
+    """
+    from .serve import serve as run_server
+    from .translate import Translator, find_model
+
+    path, _ = find_model(model, None) if model else _shipped_or_newest()
+    run_server(Translator.open(path, device=device, verify=not no_verify), host, port, max_upload_mb,
+               say=lambda msg: out.print(msg, soft_wrap=True))
 
 
 @app.command("train-classifier", epilog="Example:\n\n  imxlate train-classifier digits/train/printed --out digits_printed.safetensors")

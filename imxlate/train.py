@@ -365,7 +365,7 @@ class Run:
             report, summary = write_report(self.run_dir)
             self.say(f"Done: {self.step} steps in {self.elapsed:.0f}s. Model: {self.run_dir / MODEL}")
             self.say(f"Report: {report}" + ("" if summary["plotted"] or not summary["groups"]
-                                             else " (no loss curves: pip install 'imxlate[report]')"))
+                                             else r" (no loss curves: pip install 'imxlate\[report]')"))
         return self.run_dir
 
 
@@ -463,13 +463,13 @@ class Board:
     manager: leaving it closes the files. `run_dir` None (ranks other than 0): writes nothing."""
 
     def __init__(self, run_dir: Path | None, step: int, say):
-        self.writer, self.start = None, step
+        self.writer, self.start, self.last_image = None, step, step
         if run_dir is None:
             return
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            say("Note: no TensorBoard event files (pip install 'imxlate[tensorboard]'); log.jsonl is written")
+            say(r"Note: no TensorBoard event files (pip install 'imxlate\[tensorboard]'); log.jsonl is written")
             return
         self.writer = SummaryWriter(str(run_dir), purge_step=step + 1 if step else None)
 
@@ -479,7 +479,8 @@ class Board:
                 self.writer.add_scalar(tag, v, step)
 
     def image(self, step: int, grid: torch.Tensor) -> None:
-        if self.writer is not None and step > self.start:
+        if self.writer is not None and step > self.last_image:  # the end of a run may write its last grid again
+            self.last_image = step
             self.writer.add_image("samples", grid, step)
             self.writer.flush()
 
