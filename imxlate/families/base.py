@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from ..config import from_dict, to_dict
 from ..distributed import average_gradients
+from ..precision import Precision
 from ..errors import ImxlateError
 from ..nets.common import param_count
 
@@ -103,7 +104,7 @@ class Family:
         self.rng = torch.Generator().manual_seed(0)  # the family's own randomness (pools, noise)
         self.device = torch.device("cpu")
         self.meta: dict = {}
-        self.scaler = None
+        self.precision = Precision()  # --amp: set by setup_training
         self.accumulate = 1
 
     # ---- to implement ----------------------------------------------------------------------
@@ -176,16 +177,12 @@ class Family:
         for opt in self.opts.values():
             for group in opt.param_groups:
                 group.setdefault("initial_lr", group["lr"])
-        self.amp = amp
+        self.precision = Precision(amp, self.device)
         self.accumulate = accumulate
-        if amp == "fp16":
-            self.scaler = torch.amp.GradScaler(self.device.type)
 
     def autocast(self):
         """Mixed-precision context for forward passes when --amp is on (CUDA only)."""
-        if self.amp in ("bf16", "fp16") and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16)
-        return contextlib.nullcontext()
+        return self.precision.autocast()
 
     def update(self, opt_name: str, loss: torch.Tensor, step: int | None = None) -> None:
         """Backward `loss` and step optimizer `opt_name`, averaging gradients over DDP ranks.
@@ -199,15 +196,11 @@ class Family:
         if first:
             opt.zero_grad(set_to_none=True)
         scaled = loss / self.accumulate
-        (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+        self.precision.backward(scaled)
         if not last:
             return
         average_gradients(params)
-        if self.scaler:
-            self.scaler.step(opt)
-            self.scaler.update()
-        else:
-            opt.step()
+        self.precision.step(opt)
 
     def alternate(self, step: int, discriminators, generator_losses, fakes, discriminator_losses) -> dict:
         """One GAN iteration: a generator update every cfg.n_critic steps (discriminators frozen), then a
@@ -256,7 +249,7 @@ class Family:
             "nets": {k: v.state_dict() for k, v in self.nets.items()},
             "opts": {k: v.state_dict() for k, v in self.opts.items()},
             "extra": self.extra_state(),
-            "scaler": self.scaler.state_dict() if self.scaler else {},
+            "scaler": self.precision.state(),
         }
 
     def load_state(self, state: dict) -> None:
@@ -264,8 +257,7 @@ class Family:
             v.load_state_dict(state["nets"][k])
         for k, v in self.opts.items():
             v.load_state_dict(state["opts"][k])
-        if self.scaler and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
+        self.precision.load(state.get("scaler", {}))
         self.load_extra_state(state["extra"])
 
 
