@@ -171,7 +171,8 @@ def train(
                     "  imxlate translate panorama.png --to vangogh --max-memory 4GB --max-pixels 40000000")
 @user_errors
 def translate(
-    inputs: List[str] = typer.Argument(..., help="image files, folders (recursive) and globs"),
+    inputs: List[str] = typer.Argument(..., help="image files, folders (recursive), globs and video files "
+                                       "(mp4, mov, mkv, ...; needs pip install 'imxlate[video]')"),
     to: str = typer.Option(..., "--to", help="target domain"),
     model: Optional[str] = typer.Option(None, help="model file or run folder (default: newest in ./runs knowing --to, "
                                                    "then the shipped models)"),
@@ -194,21 +195,41 @@ def translate(
     max_memory: Optional[str] = typer.Option(None, "--max-memory", help="memory one forward pass may use, e.g. 4GB "
                                              "(default: half the available RAM, or 80% of free GPU memory); larger "
                                              "images are translated in tiles with the same result"),
+    steady: Optional[str] = typer.Option(None, "--steady", help="frames of a video (or a folder of frames) share "
+                                         "normalisation statistics, less flicker: first (the first frame's) | "
+                                         "running (a moving average)"),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 | bf16 | fp16 (autocast; fp16 on CUDA only)"),
+    compile_net: bool = typer.Option(False, "--compile", help="torch.compile the generator (faster on GPUs for "
+                                     "many images of one size; compiling takes a while)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ):
-    """Translate images into domain --to; outputs keep each input's size and alpha.
+    """Translate images or videos into domain --to; outputs keep each input's size and alpha, videos
+    their frame rate and audio.
 
     An image that cannot be read or is too large is skipped and reported (exit status 1); the others
     are translated. Outputs are written as new files and renamed into place.
     """
-    from .translate import Translator, check_options, find_model
+    from .translate import Translator, check_options, default_out, find_model, make_steady
+    from .video import is_video, output_paths, translate_video
 
     check_options(batch_size, size, samples, seed, max_pixels)
+    videos = [Path(i) for i in inputs if is_video(i) and not Path(i).is_dir()]
+    images = [i for i in inputs if not (is_video(i) and not Path(i).is_dir())]
+    if videos and samples > 1:
+        fail("--samples works on images; a video is translated once")
     path, how = find_model(model, to)
-    tr = Translator.open(path, device=device, verify=not no_verify)
+    tr = Translator.open(path, device=device, verify=not no_verify, precision=precision, compile=compile_net)
     err.print(f"Model: {path} ({how}; {', '.join(tr.domains)})")
-    report = tr.translate_folder(inputs, to, out_dir, source, batch_size, size, samples, seed, overwrite, not quiet,
-                                 max_pixels, tile=tile, max_memory=max_memory)
+    make_steady(tr, steady, to, source, tile, samples)  # refuses what cannot go with --steady before anything runs
+    out_dir = out_dir if out_dir is not None or not videos else default_out(to)
+    targets = output_paths(videos, out_dir, overwrite) if videos else []
+    for video, target in zip(videos, targets):
+        n = translate_video(tr, video, to, target, source, batch_size, size, seed, steady, tile, max_memory)
+        out.print(f"Wrote {target} ({n} frames)")
+    if not images:
+        return
+    report = tr.translate_folder(images, to, out_dir, source, batch_size, size, samples, seed, overwrite, not quiet,
+                                 max_pixels, tile=tile, max_memory=max_memory, steady=steady)
     out.print(f"Wrote {len(report.written)} image(s) to {report.out}/")
     if report.failed:
         fail(f"{len(report.failed)} file(s) skipped (reasons above): " + ", ".join(str(p) for p, _ in report.failed), 1)

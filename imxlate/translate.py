@@ -1,6 +1,7 @@
 """Inference: finding a model, translating tensors, images and folders of any size, writing outputs."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections import deque
@@ -132,6 +133,24 @@ def default_memory_budget(device: torch.device) -> int:
     return budget
 
 
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_precision(precision: str, device: torch.device) -> tuple[str, torch.dtype]:
+    """(name, dtype) of a precision this device can translate in (autocast), else a clear error."""
+    if precision not in PRECISIONS:
+        raise ImxlateError(f"--precision {precision}: use fp32, bf16 or fp16")
+    if precision == "fp32":
+        return precision, torch.float32
+    if device.type == "cpu" and precision == "fp16":
+        raise ImxlateError("--precision fp16 needs a CUDA GPU; on the CPU use bf16 or fp32")
+    if device.type not in ("cpu", "cuda"):
+        raise ImxlateError(f"--precision {precision} works on CUDA and the CPU; on {device.type} use fp32")
+    if device.type == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise ImxlateError("--precision bf16: this GPU does not support bfloat16; use fp16 or fp32")
+    return precision, PRECISIONS[precision]
+
+
 def _meminfo_kb(path: str, key: str) -> int:
     with open(path) as f:
         return next(int(line.split()[1]) for line in f if line.startswith(key))
@@ -140,23 +159,54 @@ def _meminfo_kb(path: str, key: str) -> int:
 class Translator:
     """A loaded model: `translate(image, to=...)` for PIL images or tensors, `translate_folder(...)`."""
 
-    def __init__(self, family, path: Path):
+    def __init__(self, family, path: Path, precision: str = "fp32", compile: bool = False):
         self.family, self.path = family, path
         self.domains = family.domains
         self.meta = family.meta
         self._generators: dict = {}  # (to, src) -> the one tileable network translating it, or None
+        self.precision, self.dtype = check_precision(precision, family.device)
+        self.compile = compile
+        self._compiled: dict = {}  # network -> torch.compile'd network
+        self.channels_last = family.device.type == "cuda" and self.dtype != torch.float32
+        if self.channels_last:  # tensor cores want NHWC; on the CPU it only costs conversions
+            family.nets.to(memory_format=torch.channels_last)
 
     @classmethod
     def open(cls, path: str | Path | None = None, to: str | None = None, device: str = "auto",
-             verify: bool = True) -> "Translator":
+             verify: bool = True, precision: str = "fp32", compile: bool = False) -> "Translator":
         """Load `path` (a model file or run folder), or find a model that knows domain `to`.
 
         `verify=False` skips the check of the file's recorded digest (NaN weights are refused anyway).
+        `precision`: fp32, bf16 or fp16 (autocast; fp16 on CUDA only); `compile`: torch.compile the generator.
         """
         from .device import pick_device
 
         p, _ = find_model(str(path) if path else None, to)
-        return cls(load_model(p, pick_device(device), verify), p)
+        dev = pick_device(device)
+        check_precision(precision, dev)
+        return cls(load_model(p, dev, verify), p, precision, compile)
+
+    def _autocast(self):
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.family.device.type, dtype=self.dtype)
+
+    def _forward(self, net, x: torch.Tensor) -> torch.Tensor:
+        """net(x), through torch.compile with `compile` (a failure to compile is one clear error)."""
+        if not self.compile:
+            return net(x)
+        first = net not in self._compiled
+        if first:
+            self._compiled[net] = torch.compile(net)
+        try:
+            return self._compiled[net](x)
+        except Exception as e:  # inductor raises many kinds (no compiler, unsupported op, ...)
+            if not first:
+                raise
+            del self._compiled[net]
+            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ImxlateError(f"--compile failed: torch.compile could not compile the generator ({why}); "
+                               "translate without --compile") from None
 
     def check_domain(self, to: str, src: str | None = None) -> None:
         if to not in self.domains:
@@ -169,27 +219,52 @@ class Translator:
     @torch.inference_mode()
     def translate_tensor(self, x: torch.Tensor, to: str, src: str | None = None,
                          generator: torch.Generator | None = None, tile: int | None = None,
-                         max_memory: int | str | None = None) -> torch.Tensor:
+                         max_memory: int | str | None = None, steady=None) -> torch.Tensor:
         """(B,3,H,W) in [-1,1], any H and W -> (B,3,H,W) in [-1,1] translated into domain `to`.
 
         Images whose forward pass would need more than `max_memory` (bytes or '4GB'; default: a share of
         the device's memory, see default_memory_budget) are translated in tiles with the same result
-        (imxlate.tiling); `tile` (pixels per side) forces tiles of that size.
+        (imxlate.tiling); `tile` (pixels per side) forces tiles of that size. `steady` (an
+        imxlate.steady.Steady): the images are the next frames of a sequence, normalised with shared
+        statistics (see check_steady).
         """
         self.check_domain(to, src)
         fam = self.family
         x = x.to(fam.device, torch.float32)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         h, w = x.shape[-2:]
         if fam.fixed_size:
             self.check_tiling(to, src, tile, max_memory)
-            y = fam.translate(F.interpolate(x, size=(fam.image_size, fam.image_size), mode="bilinear",
-                                            antialias=True, align_corners=False), to, src, generator)
-            return F.interpolate(y, size=(h, w), mode="bilinear", antialias=True, align_corners=False).clamp(-1, 1)
+            with self._autocast():
+                y = fam.translate(F.interpolate(x, size=(fam.image_size, fam.image_size), mode="bilinear",
+                                                antialias=True, align_corners=False), to, src, generator)
+            return F.interpolate(y.float(), size=(h, w), mode="bilinear", antialias=True,
+                                 align_corners=False).clamp(-1, 1)
         m = fam.size_multiple
         xp, (t, l) = pad_to_multiple(x, m) if h % m or w % m else (x, (0, 0))
         net, size = self._tiling(xp, to, src, tile, max_memory)
-        y = tiling.tiled_forward(net, xp, size) if size else fam.translate(xp, to, src, generator)
-        return y[..., t:t + h, l:l + w].float()
+        with self._autocast():
+            if size:
+                if steady is not None:
+                    raise ImxlateError(f"a {w}x{h} frame needs tiles to fit in memory, and tiles cannot share "
+                                       "statistics across frames: leave out --steady or shrink with --size")
+                y = tiling.tiled_forward(net, xp, size)
+            elif steady is not None:
+                y = steady(self.check_steady(to, src), xp)
+            elif self.compile and self._generator(to, src) is not None:
+                y = self._forward(self._generator(to, src), xp)
+            else:
+                y = fam.translate(xp, to, src, generator)
+        return y[..., t:t + h, l:l + w].float().contiguous()
+
+    def check_steady(self, to: str, src: str | None = None):
+        """The network that shared statistics run (one ResNet or U-Net generator), else a clear error."""
+        net = None if self.family.fixed_size else self._generator(to, src)
+        if net is None:
+            raise ImxlateError(f"--steady works on ResNet and U-Net generators; this {self.family.name} model's "
+                               "translation is not one: leave out --steady")
+        return net
 
     def _tiling(self, x: torch.Tensor, to: str, src: str | None, tile: int | None, max_memory) -> tuple:
         """(network, tile size) when `x` is to be tiled, else (None, None)."""
@@ -257,16 +332,19 @@ class Translator:
     def translate_folder(self, inputs: list[str], to: str, out: str | Path | None = None, src: str | None = None,
                          batch_size: int = 8, size: int | None = None, samples: int = 1, seed: int | None = None,
                          overwrite: bool = False, progress: bool = True, max_pixels: int = MAX_PIXELS,
-                         tile: int | None = None, max_memory: int | str | None = None) -> "Report":
+                         tile: int | None = None, max_memory: int | str | None = None,
+                         steady: str | None = None) -> "Report":
         """Translate files, folders (recursive, mirrored) and globs into `out` -> a Report.
 
         An image that cannot be read, is larger than `max_pixels` (after `size`) or fails to translate
         is reported in Report.failed and the others go on; an error writing an output ends the run.
         Images are decoded and outputs encoded in background threads while the network runs; at most
         `batch_size` decoded images wait for a batch, so memory does not grow with the folder.
+        `steady` ('first' or 'running', see imxlate.steady): the images are frames of one sequence, in
+        name order, and share their normalisation statistics (less flicker).
         """
         return translate_paths(self, inputs, to, out, src, batch_size, size, samples, seed, overwrite, progress,
-                               max_pixels, tile, max_memory)
+                               max_pixels, tile, max_memory, steady)
 
 
 # ---- folders ---------------------------------------------------------------------------------------
@@ -345,10 +423,12 @@ def plan_outputs(pairs: list[tuple[Path, Path]], out: Path, samples: int) -> lis
 
 
 def translate_paths(tr: Translator, inputs, to, out, src, batch_size, size, samples, seed, overwrite, progress,
-                    max_pixels: int = MAX_PIXELS, tile: int | None = None, max_memory=None) -> Report:
+                    max_pixels: int = MAX_PIXELS, tile: int | None = None, max_memory=None,
+                    steady: str | None = None) -> Report:
     check_options(batch_size, size, samples, seed, max_pixels)
     tr.check_domain(to, src)
     tr.check_tiling(to, src, tile, max_memory)
+    shared = make_steady(tr, steady, to, src, tile, samples)
     pairs = expand_inputs(list(inputs))
     if not pairs:
         raise ImxlateError(f"no images found in {', '.join(map(str, inputs))}")
@@ -407,7 +487,7 @@ def translate_paths(tr: Translator, inputs, to, out, src, batch_size, size, samp
         items = buckets.pop(key)
         x = torch.stack([t for _, t, _, _ in items])
         try:
-            results = [tr.translate_tensor(x, to, src, g, tile, max_memory) for _ in range(samples)]
+            results = [tr.translate_tensor(x, to, src, g, tile, max_memory, shared) for _ in range(samples)]
         except ImxlateError as e:  # too large even in tiles: the others go on
             for path, _, _, _ in items:
                 fail(path, e)
@@ -452,6 +532,21 @@ def translate_paths(tr: Translator, inputs, to, out, src, batch_size, size, samp
         decoder.shutdown(cancel_futures=True)
         encoder.shutdown(cancel_futures=True)
     return report
+
+
+def make_steady(tr: Translator, steady: str | None, to: str, src: str | None, tile: int | None, samples: int = 1):
+    """A Steady for `steady` ('first' | 'running' | None), after refusing what cannot go with it."""
+    if steady is None:
+        return None
+    from .steady import Steady
+
+    shared = Steady(steady)
+    if tile:
+        raise ImxlateError("--steady and --tile do not go together: tiles use each frame's own statistics")
+    if samples > 1:
+        raise ImxlateError("--steady translates each frame once: leave out --samples")
+    tr.check_steady(to, src)
+    return shared
 
 
 def _ahead(pool: ThreadPoolExecutor, fn, items: list, depth: int):
