@@ -47,3 +47,22 @@ def test_shipped_model_is_found_by_domain_and_described(tmp_path, monkeypatch):
     exe = Path(sys.executable).parent / "imxlate"
     info = subprocess.run([str(exe), "info"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert info.returncode == 0 and "twemoji" in info.stdout and "cyclegan" in info.stdout
+
+
+def test_shipped_glyph_model_translates_its_examples(tmp_path):
+    """The second shipped model (Noto Sans CJK -> Noto Serif CJK), found by its target domain, under 10 MB."""
+    glyphs = REPO / "examples" / "glyphs" / "inputs"
+    shipped = [p for p in shipped_models() if p.name == "glyphs-sans-serif.safetensors"]
+    assert shipped and shipped[0].stat().st_size < 10 * 2**20
+    exe = Path(sys.executable).parent / "imxlate"
+    r = subprocess.run([str(exe), "translate", str(glyphs), "--to", "serif", "--out", "serif/"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr
+    assert "glyphs-sans-serif" in r.stderr
+    inputs = sorted(glyphs.glob("*.png"))
+    assert len(inputs) == 12
+    for src in inputs:
+        a = np.asarray(Image.open(src).convert("L"), dtype=np.int16)
+        b = np.asarray(Image.open(tmp_path / "serif" / src.name).convert("L"), dtype=np.int16)
+        assert a.shape == b.shape and np.abs(a - b).mean() > 1.0  # changed
+        assert (b < 128).mean() > 0.02  # and still has ink: not a blank page
