@@ -22,7 +22,9 @@ class TrainConfig:
 
     domains: list[str] = field(default_factory=list, metadata={"help": "domain folder names: --domains photos vangogh"})
     data: str = field(default=".", metadata={"help": "folder holding one sub-folder per domain (or trainA/trainB)"})
-    model: str = field(default="cyclegan", metadata={"help": "family (each is listed above with its options)"})
+    model: str = field(default="cyclegan", metadata={
+        "help": "family (each is listed above with its options). Default cyclegan: at an equal CPU budget it beat "
+                "CUT and FastCUT on held-out glyph styles (examples/glyphs)"})
     out: str | None = field(default=None, metadata={"help": "run folder (default runs/<a>2<b>, numbered if taken)"})
     steps: int | None = field(default=None, metadata={
         "help": "stop after N iterations (the schedule is unchanged) and finish as a full run does"})
