@@ -15,6 +15,8 @@ import html
 import http.server
 import io
 import json
+import signal
+import threading
 import socketserver
 import time
 import warnings
@@ -202,6 +204,9 @@ def serve(translator, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: 
           say=print) -> None:
     """Serve the page until Ctrl-C, then close the socket and return."""
     server = Server(translator, host, port, max_upload_mb)
+    if threading.current_thread() is threading.main_thread():
+        # Ctrl-C stops it even when started from a shell that set SIGINT to ignored (background jobs)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     say(f"Serving {translator.path} at {server.url} (Ctrl-C stops)")
     try:
         server.serve_forever()
