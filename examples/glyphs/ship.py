@@ -18,14 +18,13 @@ import sys
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 import imxlate
 from imxlate import store
 from imxlate.families import load_model
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchmark import baselines, gain, glyph_sets, translate_all  # noqa: E402
+from benchmark import baselines, draw_grid, gain, glyph_sets, translate_all  # noqa: E402
 
 from imxlate.paired import paired_scores  # noqa: E402
 
@@ -48,19 +47,14 @@ def table(model_scores: dict, base: dict) -> str:
     return "\n".join(lines)
 
 
-def grid(sets: dict, model: Path, path: Path, n: int = 12, scale: int = 2) -> None:
-    """Per direction three rows: input, translation, true drawing."""
+def grid(sets: dict, model: Path, path: Path, n: int = 12) -> None:
+    """Per direction three labelled rows: input, translation, true drawing."""
     tr = imxlate.load(model, device="cpu")
     rows = []
-    for k, (inputs, x, targets) in sets.items():
-        rows += [inputs[:n], translate_all(tr, x[:n], k[1], k[0]), targets[:n]]
-    w = rows[0][0].width
-    sheet = Image.new("RGB", (n * w, len(rows) * w), "white")
-    for i, row in enumerate(rows):
-        for j, im in enumerate(row):
-            sheet.paste(im.convert("RGB"), (j * w, i * w))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.resize((sheet.width * scale, sheet.height * scale), Image.NEAREST).save(path)
+    for (src, dst), (inputs, x, targets) in sets.items():
+        rows += [(f"{src} (input)", inputs[:n]), ("imxlate", translate_all(tr, x[:n], dst, src)),
+                 (f"{dst} (truth)", targets[:n])]
+    draw_grid(rows, path)
 
 
 def main() -> None:
