@@ -18,7 +18,7 @@ from ..errors import ImxlateError
 from ..nets.common import NORMS, init_weights, sequential_features
 from ..nets.patchgan import PatchDiscriminator
 from ..nets.projection import PatchProjection
-from ..nets.resnet import ResnetGenerator
+from ..nets.resnet import ResnetGenerator, default_blocks
 from .base import Family, choice, frozen, scalars
 
 
@@ -72,7 +72,7 @@ class CUT(Family):
         choice("norm", cfg.norm, NORMS)
         choice("upsample", cfg.upsample, ("transpose", "resize"))
         if cfg.n_blocks is None:
-            cfg.n_blocks = 9 if train_cfg.crop_size >= 256 else 6
+            cfg.n_blocks = default_blocks(train_cfg.crop_size)
         if not cfg.nce_layers:
             cfg.nce_layers = ",".join(map(str, default_nce_layers(cfg.n_blocks)))
         layers = nce_layer_list(cfg)

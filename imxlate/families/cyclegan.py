@@ -9,7 +9,7 @@ from .. import losses
 from ..errors import ImxlateError
 from ..nets.common import init_weights
 from ..nets.patchgan import PatchDiscriminator
-from ..nets.resnet import ResnetGenerator
+from ..nets.resnet import ResnetGenerator, default_blocks
 from ..nets.unet import UnetGenerator, unet_levels
 from ..perceptual import PerceptualOptions, perceptual_from_config, record_perceptual
 from .base import Family, ImagePool, critic_steps
@@ -70,8 +70,8 @@ class CycleGAN(Family):
             if cfg.n_downs < 5 or crop % 2**cfg.n_downs:
                 raise ImxlateError(f"a U-Net of {cfg.n_downs} levels at --crop-size {crop}: it needs at least 5 "
                                    "levels and a crop size divisible by 2**levels; change --n-downs or --crop-size")
-        if cfg.n_blocks is None and cfg.generator == "resnet":  # CycleGAN paper: 9 blocks for 256x256 training images, 6 for 128x128
-            cfg.n_blocks = 9 if train_cfg.crop_size >= 256 else 6
+        if cfg.n_blocks is None and cfg.generator == "resnet":
+            cfg.n_blocks = default_blocks(train_cfg.crop_size)
         critic_steps(cfg)
         record_perceptual(cfg)  # a missing or unknown file stops here, before the run folder exists
         return cfg

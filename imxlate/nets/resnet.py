@@ -11,6 +11,11 @@ import torch.nn as nn
 from .common import conv_bias, norm_layer, resize_conv
 
 
+def default_blocks(crop_size: int) -> int:
+    """Residual blocks for a training crop (CycleGAN paper: 9 for 256x256 images, 6 for 128x128)."""
+    return 9 if crop_size >= 256 else 6
+
+
 def upsampling(channels: int, kind: str, bias: bool) -> list[nn.Module]:
     """x2 upsampling to half the channels: a transposed convolution (the reference), or a nearest
     resize + convolution, which avoids checkerboard artefacts (Odena et al. 2016)."""
