@@ -152,16 +152,8 @@ def train(
     from .train import train as run_training
 
     domains, family_options = names_and_options(config.pop("domains"), ctx.args)
-    if not domains and not resume:
-        raise ImxlateError("name the domains to translate between, e.g. --domains photos vangogh")
     cfg = TrainConfig(domains=domains, **config)
-    family_args = parse_extra_args(family_options)
-    if resume and family_args:
-        raise ImxlateError("a resumed run keeps its recipe; drop the family options (only --steps, --device, --workers change)")
-    cfg.check()
-    if cfg.out is not None and not resume:  # only tried (nothing left behind), but kept for ranks that run at once
-        store.prepare_folder(cfg.out, create=int(os.environ.get("WORLD_SIZE", "1")) > 1)
-    run_training(cfg, family_args, str(resume) if resume else None, quiet=quiet)
+    run_training(cfg, parse_extra_args(family_options), str(resume) if resume else None, quiet=quiet)
 
 
 @app.command(epilog="Examples:\n\n"

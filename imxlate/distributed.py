@@ -1,7 +1,7 @@
 """Training on several processes (torchrun): joining the group, sharing rank 0's values, averaging gradients.
 
-Families never see this module: the loop joins the group and `average_gradients` is called where an
-optimizer steps.
+Families never see this module: the loop joins the group and `optim.Optimizers.update` calls
+`average_gradients` where an optimizer steps.
 """
 from __future__ import annotations
 

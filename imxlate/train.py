@@ -121,10 +121,18 @@ def train(cfg: TrainConfig, family_args: dict | None = None, resume: str | None 
 
     `family_args` are `--key value` overrides of the family's config (strings, converted here).
     """
-    cfg.check()  # counts, sizes, domains: refused before anything runs (the CLI calls it too)
+    family_args = family_args or {}
+    if resume and family_args:
+        raise ImxlateError("a resumed run keeps its recipe; drop the family options (only --steps, --device, "
+                           "--workers change)")
+    if not resume and not cfg.domains:
+        raise ImxlateError("name the domains to translate between, e.g. --domains photos vangogh")
+    cfg.check()  # counts, sizes, domains: refused before anything runs
+    if cfg.out is not None and not resume:  # tried now, so nothing is left behind by a refusal
+        store.prepare_folder(cfg.out, create=int(os.environ.get("WORLD_SIZE", "1")) > 1)
     rank, world, local = dist_setup()
     try:
-        run_dir = _train(cfg, family_args or {}, resume, quiet, rank, world, local)
+        run_dir = _train(cfg, family_args, resume, quiet, rank, world, local)
         if dist.is_initialized():
             dist.barrier()
         return run_dir
@@ -298,7 +306,7 @@ class Run:
     def iterate(self, batch) -> dict[str, float]:
         """One training iteration on `batch` -> its losses (a non-finite loss stops the run)."""
         family = self.family
-        family.set_lr_factor(family.lr_factor(self.step, self.schedule_total, self.decay_start))
+        family.opts.set_lr_factor(family.lr_factor(self.step, self.schedule_total, self.decay_start))
         losses = family.train_step(batch, self.step)
         self.ema.update(self.step)
         bad = [k for k, v in losses.items() if not math.isfinite(v)]

@@ -1,25 +1,30 @@
-"""What every model family provides, and the pieces they share (image pool, optimizer step, freezing).
+"""What every model family provides, and the pieces they share: option checks, the ResNet/PatchGAN
+options of the CycleGAN reference, translation by the generator named for a direction, the image pool,
+freezing and the GAN alternation.
 
 A family builds its networks from its config dataclass, names them the way the field does
-(`G_ab`, `D_b`, `E_a`, ...), declares which of them a model file keeps (`keep`), creates its
-optimizers, runs one training step on a batch and returns its losses, and translates a tensor
-into a target domain. The loop in train.py, checkpoints, DDP, samples and model files are
-written once for all families against this interface.
+(`G_ab`, `D_b`, `E_a`, ...), declares which of them a model file keeps (`keep`), says which parameters
+each optimizer holds, runs one training step on a batch and returns its losses, and translates a tensor
+into a target domain. The loop in train.py, the optimizer mechanics (optim.py: accumulation, precision,
+gradient averaging, schedule), checkpoints, samples and model files are written once for all families
+against this interface.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
 import torch.nn as nn
 
 from ..config import from_dict, to_dict
-from ..distributed import average_gradients
-from ..precision import Precision
+from ..optim import Optimizers, adam, linear_decay
 from ..errors import ImxlateError
-from ..nets.common import param_count
+from ..losses import GAN_LOSSES
+from ..nets.common import NORMS, init_weights, param_count
+from ..nets.patchgan import PatchDiscriminator
 
 
 def choice(name: str, value, allowed) -> None:
@@ -32,6 +37,32 @@ def critic_steps(cfg) -> None:
     """WGAN-GP paper: 5 critic steps per generator step, unless --n-critic says otherwise."""
     if cfg.gan_loss == "wgan-gp" and cfg.n_critic == 1:
         cfg.n_critic = 5
+
+
+@dataclass
+class ResnetGANOptions:
+    """Networks and optimizer of the families built on the CycleGAN reference's ResNet generator and PatchGAN
+    (CycleGAN, CUT, FastCUT), with its defaults."""
+    ngf: int = field(default=64, metadata={"help": "generator filters in the first layer"})
+    ndf: int = field(default=64, metadata={"help": "discriminator filters in the first layer"})
+    n_blocks: int | None = field(default=None, metadata={"help": "residual blocks (default: 9 at >=256 px, else 6)"})
+    n_layers_d: int = field(default=3, metadata={"help": "PatchGAN layers (3: 70x70 patches)"})
+    norm: str = field(default="instance", metadata={"help": "instance | batch | none"})
+    upsample: str = field(default="transpose", metadata={"help": "transpose (reference) | resize (no checkerboard)"})
+    gan_loss: str = field(default="lsgan", metadata={"help": "lsgan | vanilla | wgan-gp | hinge"})
+    spectral_norm: bool = field(default=False, metadata={"help": "spectral norm on the discriminators"})
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+
+    def check_nets(self, gan_losses=GAN_LOSSES) -> None:
+        """Refuse unknown choices of the shared options."""
+        choice("gan_loss", self.gan_loss, gan_losses)
+        choice("norm", self.norm, NORMS)
+        choice("upsample", self.upsample, ("transpose", "resize"))
+
+    def patch_discriminator(self) -> nn.Module:
+        return init_weights(PatchDiscriminator(3, self.ndf, self.n_layers_d, self.norm, self.spectral_norm))
 
 
 class ImagePool:
@@ -100,12 +131,10 @@ class Family:
         self.cfg, self.domains, self.image_size = cfg, list(domains), image_size
         self.classes = classes or {d: [] for d in domains}
         self.nets = nn.ModuleDict(self.build())
-        self.opts: dict[str, torch.optim.Optimizer] = {}
+        self.opts = Optimizers({})  # made by setup_training
         self.rng = torch.Generator().manual_seed(0)  # the family's own randomness (pools, noise)
         self.device = torch.device("cpu")
         self.meta: dict = {}
-        self.precision = Precision()  # --amp: set by setup_training
-        self.accumulate = 1
 
     # ---- to implement ----------------------------------------------------------------------
     def build(self) -> dict[str, nn.Module]:
@@ -120,15 +149,30 @@ class Family:
         """One iteration on `batch` ({'images': {domain: (B,3,H,W)}, 'labels': {domain: (B,)}}) -> losses."""
         raise NotImplementedError
 
+    # ---- shared behaviour ------------------------------------------------------------------
+    one_way_hint: ClassVar[str] = ""  # how to get the missing direction of a one-sided model ({a}, {b}: domains)
+
     def translate(self, x: torch.Tensor, dst: str, src: str | None = None, generator=None) -> torch.Tensor:
-        """(B,3,H,W) images of domain `src` (None: the other one) -> images of domain `dst`."""
-        raise NotImplementedError
+        """(B,3,H,W) images of domain `src` (None: the other one) -> images of domain `dst`, by the
+        generator G_<src><dst> (G_ab, G_ba); a one-sided model refuses the direction it lacks."""
+        src = src or self.other(dst)
+        if (src, dst) not in self.directions():
+            ways = ", ".join(f"{s} -> {d}" for s, d in self.directions())
+            a, b = self.domains
+            raise ImxlateError(f"this {self.name} model only translates {ways}; " + self.one_way_hint.format(a=a, b=b))
+        return self.nets[f"G_{self.side(src)}{self.side(dst)}"](x)
 
     def sample_rows(self, images: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        """Rows of a sample grid (each (N,3,H,W)): real, translated, reconstructed, per direction."""
-        raise NotImplementedError
+        """Rows of a sample grid (each (N,3,H,W)): per direction, the inputs and their translations."""
+        rows = []
+        for src, dst in self.directions():
+            rows += [images[src], self.translate(images[src], dst, src)]
+        return rows
 
-    # ---- shared behaviour ------------------------------------------------------------------
+    def side(self, domain: str) -> str:
+        """'a' or 'b': the letter of `domain` in the networks' names (G_ab, D_b, ...)."""
+        return "ab"[self.domains.index(domain)]
+
     def check_data(self, domains: list) -> None:
         """Refuse data the family cannot train on (e.g. missing class folders), before training starts."""
         if self.two_domains and len(domains) != 2:
@@ -172,35 +216,19 @@ class Family:
         self.nets.eval()
 
     def setup_training(self, amp: str = "none", accumulate: int = 1) -> None:
-        """Create optimizers (and a grad scaler for fp16) before the first step or a resume."""
-        self.opts = self.make_optimizers()
-        for opt in self.opts.values():
-            for group in opt.param_groups:
-                group.setdefault("initial_lr", group["lr"])
-        self.precision = Precision(amp, self.device)
-        self.accumulate = accumulate
+        """Create the optimizers (with --amp's scaler and --gradient-accumulation) before the first step or a resume."""
+        self.opts = Optimizers(self.make_optimizers(), amp, self.device, accumulate)
 
     def autocast(self):
         """Mixed-precision context for forward passes when --amp is on (CUDA only)."""
-        return self.precision.autocast()
+        return self.opts.precision.autocast()
 
     def update(self, opt_name: str, loss: torch.Tensor, step: int | None = None) -> None:
-        """Backward `loss` and step optimizer `opt_name`, averaging gradients over DDP ranks.
+        """Backward `loss` and step optimizer `opt_name` (see optim.Optimizers.update)."""
+        self.opts.update(opt_name, loss, step)
 
-        With gradient accumulation the step happens every `accumulate` calls' (step+1).
-        """
-        opt = self.opts[opt_name]
-        params = [p for g in opt.param_groups for p in g["params"]]
-        first = step is None or step % self.accumulate == 0
-        last = step is None or (step + 1) % self.accumulate == 0
-        if first:
-            opt.zero_grad(set_to_none=True)
-        scaled = loss / self.accumulate
-        self.precision.backward(scaled)
-        if not last:
-            return
-        average_gradients(params)
-        self.precision.step(opt)
+    def adam(self, params) -> torch.optim.Optimizer:
+        return adam(params, self.cfg)
 
     def alternate(self, step: int, discriminators, generator_losses, fakes, discriminator_losses) -> dict:
         """One GAN iteration: a generator update every cfg.n_critic steps (discriminators frozen), then a
@@ -224,17 +252,9 @@ class Family:
         out.update(scalars(parts_d))
         return out
 
-    def set_lr_factor(self, factor: float) -> None:
-        """Scale every optimizer's learning rate to `factor` x its initial value."""
-        for opt in self.opts.values():
-            for group in opt.param_groups:
-                group["lr"] = group["initial_lr"] * factor
-
     def lr_factor(self, step: int, total: int, decay_start: int) -> float:
-        """Constant, then linear decay to zero over the remaining steps (CycleGAN/StarGAN schedule)."""
-        if step < decay_start or total <= decay_start:
-            return 1.0
-        return max(0.0, 1.0 - (step - decay_start) / (total - decay_start))
+        """The learning-rate schedule (a family that trains in stages shifts it)."""
+        return linear_decay(step, total, decay_start)
 
     def extra_state(self) -> dict:
         """Training state beyond networks and optimizers (pools, the family's RNG)."""
@@ -247,17 +267,14 @@ class Family:
         """Everything a checkpoint needs from the family."""
         return {
             "nets": {k: v.state_dict() for k, v in self.nets.items()},
-            "opts": {k: v.state_dict() for k, v in self.opts.items()},
+            **self.opts.state(),
             "extra": self.extra_state(),
-            "scaler": self.precision.state(),
         }
 
     def load_state(self, state: dict) -> None:
         for k, v in self.nets.items():
             v.load_state_dict(state["nets"][k])
-        for k, v in self.opts.items():
-            v.load_state_dict(state["opts"][k])
-        self.precision.load(state.get("scaler", {}))
+        self.opts.load(state)
         self.load_extra_state(state["extra"])
 
 

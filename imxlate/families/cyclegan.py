@@ -3,34 +3,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-
 from .. import losses
 from ..errors import ImxlateError
 from ..nets.common import init_weights
-from ..nets.patchgan import PatchDiscriminator
 from ..nets.resnet import ResnetGenerator, default_blocks
 from ..nets.unet import UnetGenerator, unet_levels
 from ..perceptual import PerceptualOptions, perceptual_from_config, record_perceptual
-from .base import Family, ImagePool, critic_steps
+from .base import Family, ImagePool, ResnetGANOptions, choice, critic_steps
 
 
 @dataclass
-class CycleGANConfig(PerceptualOptions):
+class CycleGANConfig(PerceptualOptions, ResnetGANOptions):
     generator: str = field(default="resnet", metadata={
         "help": "resnet (CycleGAN) | unet (pix2pix U-Net: skip connections carry the input's edges)"})
-    ngf: int = field(default=64, metadata={"help": "generator filters in the first layer"})
-    ndf: int = field(default=64, metadata={"help": "discriminator filters in the first layer"})
-    n_blocks: int | None = field(default=None, metadata={"help": "residual blocks (default: 9 at >=256 px, else 6)"})
     n_downs: int | None = field(default=None, metadata={
         "help": "U-Net levels (default: all the halvings the crop size allows, 6 at 64 px)"})
-    n_layers_d: int = field(default=3, metadata={"help": "PatchGAN layers (3: 70x70 patches)"})
-    norm: str = field(default="instance", metadata={"help": "instance | batch | none"})
     dropout: bool = field(default=False, metadata={
         "help": "dropout 0.5 in the residual blocks (U-Net: in its 8 ngf decoder levels)"})
-    upsample: str = field(default="transpose", metadata={"help": "transpose (reference) | resize (no checkerboard)"})
-    gan_loss: str = field(default="lsgan", metadata={"help": "lsgan | vanilla | wgan-gp | hinge"})
-    spectral_norm: bool = field(default=False, metadata={"help": "spectral norm on the discriminators"})
     lambda_cycle: float = field(default=10.0, metadata={"help": "cycle loss weight each way"})
     lambda_identity: float = field(default=0.5, metadata={"help": "identity loss weight, times lambda_cycle"})
     lambda_gp: float = field(default=10.0, metadata={"help": "gradient penalty weight (wgan-gp)"})
@@ -38,9 +27,6 @@ class CycleGANConfig(PerceptualOptions):
     pool_size: int = field(default=50, metadata={"help": "history of generated images shown to D"})
     one_way: bool = field(default=False, metadata={
         "help": "G_ab only (first -> second domain): a single imported generator; not trainable"})
-    lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
 
 
 class CycleGAN(Family):
@@ -48,6 +34,7 @@ class CycleGAN(Family):
     Config = CycleGANConfig
     keep = ("G_ab", "G_ba")
     train_defaults = dict(batch_size=1, epochs=100, epochs_decay=100, load_size=286, crop_size=256)
+    one_way_hint = "import it with --reverse FILE (a {b} -> {a} generator) to translate into {a}"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -58,8 +45,8 @@ class CycleGAN(Family):
     def resolve_config(cls, cfg, train_cfg):
         if cfg.one_way:
             raise ImxlateError("--one-way marks a single imported generator; CycleGAN training needs both directions")
-        if cfg.generator not in ("resnet", "unet"):
-            raise ImxlateError(f"--generator {cfg.generator}: choose resnet or unet")
+        choice("generator", cfg.generator, ("resnet", "unet"))
+        cfg.check_nets()
         if (cfg.generator == "unet" and cfg.n_blocks is not None) or (cfg.generator == "resnet" and cfg.n_downs):
             raise ImxlateError("--n-blocks sets a ResNet generator, --n-downs a U-Net; give the one that "
                                "matches --generator")
@@ -85,10 +72,9 @@ class CycleGAN(Family):
             gen = lambda: init_weights(UnetGenerator(3, 3, c.ngf, downs, c.norm, c.dropout, c.upsample))  # noqa: E731
         else:
             gen = lambda: init_weights(ResnetGenerator(3, 3, c.ngf, n_blocks, c.norm, c.dropout, c.upsample))  # noqa: E731
-        disc = lambda: init_weights(PatchDiscriminator(3, c.ndf, c.n_layers_d, c.norm, c.spectral_norm))  # noqa: E731
         if c.one_way:
             return {"G_ab": gen()}
-        return {"G_ab": gen(), "G_ba": gen(), "D_a": disc(), "D_b": disc()}
+        return {"G_ab": gen(), "G_ba": gen(), "D_a": c.patch_discriminator(), "D_b": c.patch_discriminator()}
 
     def setup_training(self, amp="none", accumulate=1):
         super().setup_training(amp, accumulate)
@@ -96,10 +82,9 @@ class CycleGAN(Family):
         self.perceptual = perceptual_from_config(self.cfg, self.device)  # None when --perceptual-weight is 0
 
     def make_optimizers(self):
-        c, n = self.cfg, self.nets
-        adam = lambda params: torch.optim.Adam(params, lr=c.lr, betas=(c.beta1, c.beta2))  # noqa: E731
-        return {"G": adam([*n["G_ab"].parameters(), *n["G_ba"].parameters()]),
-                "D": adam([*n["D_a"].parameters(), *n["D_b"].parameters()])}
+        n = self.nets
+        return {"G": self.adam([*n["G_ab"].parameters(), *n["G_ba"].parameters()]),
+                "D": self.adam([*n["D_a"].parameters(), *n["D_b"].parameters()])}
 
     def generator_losses(self, real_a, real_b):
         """Adversarial, cycle and identity losses of both generators -> (total, parts, fakes)."""
@@ -140,13 +125,6 @@ class CycleGAN(Family):
     def directions(self):
         a, b = self.domains
         return [(a, b)] if self.cfg.one_way else [(a, b), (b, a)]
-
-    def translate(self, x, dst, src=None, generator=None):
-        if self.cfg.one_way and dst == self.domains[0]:
-            a, b = self.domains
-            raise ImxlateError(f"this model only translates {a} -> {b} (one imported generator); import it with "
-                               f"--reverse FILE (a {b} -> {a} generator) to translate into {a}")
-        return self.nets["G_ab" if dst == self.domains[1] else "G_ba"](x)
 
     def sample_rows(self, images):
         a, b = self.domains

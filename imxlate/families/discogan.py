@@ -58,6 +58,7 @@ class DiscoGAN(Family):
     # learning-rate decay: 20 epochs at a constant rate.
     train_defaults = dict(batch_size=64, epochs=20, epochs_decay=0, load_size=64, crop_size=64)
     size_multiple = 16  # four stride-2 layers
+    one_way_hint = "it is a paper baseline (--variant gan or recongan); use --to {b}, or train --variant discogan"
 
     @classmethod
     def resolve_config(cls, cfg, train_cfg):
@@ -102,10 +103,9 @@ class DiscoGAN(Family):
         return [(a, b), (b, a)] if self.two_way else [(a, b)]
 
     def make_optimizers(self):
-        c, n = self.cfg, self.nets
-        adam = lambda params: torch.optim.Adam(params, lr=c.lr, betas=(c.beta1, c.beta2))  # noqa: E731
-        return {"G": adam([p for k in n if k.startswith("G") for p in n[k].parameters()]),
-                "D": adam([p for k in n if k.startswith("D") for p in n[k].parameters()])}
+        n = self.nets
+        return {"G": self.adam([p for k in n if k.startswith("G") for p in n[k].parameters()]),
+                "D": self.adam([p for k in n if k.startswith("D") for p in n[k].parameters()])}
 
     # ---- losses ----
     def _direction_losses(self, real_src, real_dst, G, D, back, tag):
@@ -155,15 +155,6 @@ class DiscoGAN(Family):
                            for k, fake in fakes.items()})
 
     # ---- inference ----
-    def translate(self, x, dst, src=None, generator=None):
-        a, b = self.domains
-        if dst == b:
-            return self.nets["G_ab"](x)
-        if not self.two_way:
-            raise ImxlateError(f"this {self.cfg.variant} model (a paper baseline) translates {a} -> {b} only; "
-                               f"use --to {b}, or train --model discogan for both directions")
-        return self.nets["G_ba"](x)
-
     def sample_rows(self, images):
         """Per direction: real, translated, reconstructed (baselines: a -> b only; gan: no reconstruction)."""
         a, b = self.domains

@@ -70,9 +70,7 @@ class StarGAN(Family):
                 "D": StarDiscriminator(self.image_size, k, c.ndf, c.n_layers_d, c.spectral_norm)}
 
     def make_optimizers(self):
-        c = self.cfg
-        return {name: torch.optim.Adam(self.nets[name].parameters(), lr=c.lr, betas=(c.beta1, c.beta2))
-                for name in ("G", "D")}
+        return {name: self.adam(self.nets[name].parameters()) for name in ("G", "D")}
 
     # ---- labels ----
     def encode_labels(self, index: torch.Tensor) -> torch.Tensor:

@@ -1,10 +1,14 @@
 """PatchNCE's projection heads (Park et al. 2020, "CUT"): sample feature vectors at the same places in
-two feature maps, and map each through a two-layer MLP per layer onto the unit sphere."""
+two feature maps, and map each through a two-layer MLP per layer onto the unit sphere; the PatchNCE loss
+of a translation over the generator's own encoder layers."""
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from ..losses import patch_nce
+from .common import sequential_features
 
 
 class PatchProjection(nn.Module):
@@ -35,3 +39,15 @@ class PatchProjection(nn.Module):
             picked = f.flatten(2)[:, :, idx].transpose(1, 2)  # (B, n, C)
             out.append(F.normalize(head(picked), dim=-1))
         return out
+
+    def nce(self, encoder: nn.Sequential, layers: list[int], src: torch.Tensor, out: torch.Tensor, n: int,
+            temperature: float, generator: torch.Generator, flipped: bool = False) -> torch.Tensor:
+        """PatchNCE between `src` and its translation `out`, on the features of `encoder` (the generator's
+        `nn.Sequential`) at `layers`, `n` shared locations per layer, averaged over the layers. When `out`
+        translated the flipped `src`, its features are flipped back first (FastCUT's flip equivariance)."""
+        q = sequential_features(encoder, out, layers)
+        if flipped:
+            q = [torch.flip(f, [3]) for f in q]
+        k = sequential_features(encoder, src, layers)
+        where = self.locations(k, n, generator)
+        return sum(patch_nce(fq, fk, temperature) for fq, fk in zip(self(q, where), self(k, where))) / len(layers)

@@ -16,6 +16,13 @@ def default_blocks(crop_size: int) -> int:
     return 9 if crop_size >= 256 else 6
 
 
+def nce_layers(n_blocks: int) -> list[int]:
+    """CUT's five PatchNCE layers (Park et al. 2020) in this generator's indices: 0 the padded input, 4 and 7
+    the two stride-2 convolutions, 10 the first residual block, 14 the fifth (the last one when there are fewer).
+    The encoder ends at index 9 + n_blocks."""
+    return [0, 4, 7, 10, 10 + min(4, n_blocks - 1)]
+
+
 def upsampling(channels: int, kind: str, bias: bool) -> list[nn.Module]:
     """x2 upsampling to half the channels: a transposed convolution (the reference), or a nearest
     resize + convolution, which avoids checkerboard artefacts (Odena et al. 2016)."""
