@@ -190,7 +190,8 @@ h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #dd
 table{border-collapse:collapse}th,td{text-align:left;vertical-align:top;padding:.2em .8em .2em 0}
 th{color:#555;font-weight:normal;white-space:nowrap}td{word-break:break-word}
 .plots{display:flex;flex-wrap:wrap;gap:1em}.plots img{width:520px;max-width:100%;border:1px solid #eee}
-.samples figure{margin:1em 0}.samples img{max-width:100%;image-rendering:pixelated;border:1px solid #eee}
+.samples{display:flex;flex-wrap:wrap;gap:0 1.5em}.samples figure{margin:.5em 0}
+.samples img{max-width:100%;image-rendering:pixelated;border:1px solid #eee}
 .warning{background:#fff4e0;border-left:4px solid #e69500;padding:.5em 1em;margin:.5em 0}
 .note{color:#666}code{background:#f4f4f4;padding:0 .3em}"""
 
@@ -225,7 +226,8 @@ def build(run_dir: Path) -> tuple[str, dict]:
     if lines:
         last = lines[-1]
         parts.append(f"<p class=note>Last logged step {_e(last['step'])}: learning-rate factor "
-                     f"{_e(round(last.get('lr_factor', float('nan')), 4))}, {_e(last.get('time', '?'))} s of training.</p>")
+                     f"{_e(round(last.get('lr_factor', float('nan')), 4))}, "
+                     f"{_e(round(last.get('time', float('nan')), 1))} s of training.</p>")
     parts.append("<h2>Sample grids</h2><p class=note>Rows: each direction's real, translated and reconstructed "
                  "images of the fixed sample inputs.</p><div class=samples>")
     parts += ([f"<figure><figcaption>step {s}</figcaption><img loading=lazy alt='samples at step {s}' "

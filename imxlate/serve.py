@@ -57,13 +57,17 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
 
 
 def page(tr, stochastic: dict[str, bool], max_upload: int) -> str:
-    """The one HTML page: a form, and a script that posts the image once per sample and shows the results."""
+    """The one HTML page: a form, and a script that posts the image once per sample and shows the results.
+    Its empty icon keeps browsers from asking for a /favicon.ico the server does not have."""
     e = html.escape
     options = "".join(f"<option>{e(d)}</option>" for d in stochastic)
     return f"""<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>imxlate: {e(tr.path.name)}</title>
+<link rel=icon href="data:,">
 <style>body{{font-family:system-ui,sans-serif;background:#fff;color:#222;margin:2em auto;max-width:1100px;padding:0 1em}}
 form{{display:flex;gap:1em;align-items:center;flex-wrap:wrap;margin:1em 0}}#out{{display:flex;gap:1em;flex-wrap:wrap}}
-figure{{margin:0}}img{{max-width:520px;max-height:520px;border:1px solid #ddd}}#msg{{color:#b00}}.note{{color:#666}}</style>
+figure{{margin:0}}img{{max-width:520px;max-height:520px;border:1px solid #ddd}}
+/* a small image (a 64 px glyph) is shown at least 256 px wide, its pixels kept sharp */
+#out img{{min-width:256px;object-fit:contain;image-rendering:pixelated}}#msg{{color:#b00}}.note{{color:#666}}</style>
 </head><body><h1>Try {e(tr.path.name)}</h1>
 <p class=note>{e(tr.meta.get("family", ""))} model: {e(", ".join(tr.domains))}. Images up to {max_upload / 1e6:g} MB;
 nothing leaves this machine or is written to disk.</p>
