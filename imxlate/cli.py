@@ -170,7 +170,8 @@ def translate(
                                                    "then the shipped models)"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="output folder (default: a new folder named after --to)"),
     source: Optional[str] = typer.Option(None, "--from", help="source domain (models with more than two domains)"),
-    batch_size: int = typer.Option(8, help="images of equal size translated together"),
+    batch_size: Optional[int] = typer.Option(None, help="images of equal size translated together (default: 8 on "
+                                             "a GPU; 1 on the CPU, where batches cost time per image)"),
     size: Optional[int] = typer.Option(None, help="resize the short side to this first"),
     samples: int = typer.Option(1, help="variants per input (stochastic families): name_0.png, name_1.png, ..."),
     seed: Optional[int] = typer.Option(None, help="seed for stochastic families (repeatable outputs)"),
@@ -204,6 +205,11 @@ def translate(
     from .translate import Translator, check_options, default_out, find_model, make_steady
     from .video import is_video, output_paths, translate_video
 
+    # oneDNN and ideep keep a compiled kernel per layer and input shape, up to 1,024 each: over a folder of many
+    # image sizes that held ~100 MiB more (benchmarks/RESULTS.md). 128 keep a generator's for a dozen sizes.
+    # Set here, not in the library: training uses more kernels than that and would keep recompiling them.
+    for name in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):
+        os.environ.setdefault(name, "128")
     check_options(batch_size, size, samples, seed, max_pixels)
     videos = [Path(i) for i in inputs if is_video(i) and not Path(i).is_dir()]
     images = [i for i in inputs if not (is_video(i) and not Path(i).is_dir())]

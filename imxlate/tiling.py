@@ -20,6 +20,8 @@ UnetGenerator (nets/resnet.py, nets/unet.py) and refuses other layer types.
 from __future__ import annotations
 
 import copy
+import ctypes
+import ctypes.util
 import math
 import weakref
 from dataclasses import dataclass
@@ -147,6 +149,27 @@ def _working_copy(net: nn.Module) -> tuple[nn.Module, _Run, int]:
     return work, run, len(names)
 
 
+def _libc_trim():
+    """glibc's malloc_trim, or None (another C library, or none found)."""
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+_malloc_trim = _libc_trim()
+
+
+def _release_freed_memory() -> None:
+    """Hand the heap's free memory back to the system. Tiles come in many shapes (edges, one margin per norm),
+    and glibc keeps the activations freed by one tile in pieces that the next tile's do not fit: without this,
+    the peak of a tiled run grew with the image (benchmarks/RESULTS.md)."""
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+
+
 def _spans(size: int, tile: int, halo: int):
     """(core start, core end, tile start, tile end) along one axis."""
     for a in range(0, size, tile):
@@ -179,6 +202,7 @@ def tiled_forward(net: nn.Module, x: torch.Tensor, tile: int, geo: Geometry | No
                 work(part)
             except _Stop:
                 pass
+            _release_freed_memory()
         n, mean, q = run.acc
         run.stats.append((mean.to(x.device, torch.float32), (q / n).to(x.device, torch.float32)))
     run.known = count
@@ -189,6 +213,8 @@ def tiled_forward(net: nn.Module, x: torch.Tensor, tile: int, geo: Geometry | No
             out = torch.empty(*x.shape[:-3], y.shape[-3], h, w, dtype=y.dtype, device=y.device)
         ct, cl = run.core[0], run.core[2]
         out[..., t:b, l:r] = y[..., ct:ct + b - t, cl:cl + r - l]
+        del y
+        _release_freed_memory()
     return out
 
 

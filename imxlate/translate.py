@@ -151,6 +151,13 @@ def check_precision(precision: str, device: torch.device) -> tuple[str, torch.dt
     return precision, PRECISIONS[precision]
 
 
+def default_batch_size(device: torch.device) -> int:
+    """Images of equal size translated together when --batch-size is not given: 8 on a GPU, 1 on the CPU,
+    where a batch costs more time per image than single images do (larger activations to allocate and
+    page in; benchmarks/RESULTS.md) and holds more memory."""
+    return 1 if device.type == "cpu" else 8
+
+
 def _meminfo_kb(path: str, key: str) -> int:
     with open(path) as f:
         return next(int(line.split()[1]) for line in f if line.startswith(key))
@@ -330,16 +337,17 @@ class Translator:
         return out
 
     def translate_folder(self, inputs: list[str], to: str, out: str | Path | None = None, src: str | None = None,
-                         batch_size: int = 8, size: int | None = None, samples: int = 1, seed: int | None = None,
-                         overwrite: bool = False, progress: bool = True, max_pixels: int = MAX_PIXELS,
-                         tile: int | None = None, max_memory: int | str | None = None,
+                         batch_size: int | None = None, size: int | None = None, samples: int = 1,
+                         seed: int | None = None, overwrite: bool = False, progress: bool = True,
+                         max_pixels: int = MAX_PIXELS, tile: int | None = None, max_memory: int | str | None = None,
                          steady: str | None = None) -> "Report":
         """Translate files, folders (recursive, mirrored) and globs into `out` -> a Report.
 
         An image that cannot be read, is larger than `max_pixels` (after `size`) or fails to translate
         is reported in Report.failed and the others go on; an error writing an output ends the run.
         Images are decoded and outputs encoded in background threads while the network runs; at most
-        `batch_size` decoded images wait for a batch, so memory does not grow with the folder.
+        `batch_size` decoded images wait for a batch, so memory does not grow with the folder (default:
+        default_batch_size of the device).
         `steady` ('first' or 'running', see imxlate.steady): the images are frames of one sequence, in
         name order, and share their normalisation statistics (less flicker).
         """
@@ -372,8 +380,8 @@ def _inside(path: Path, folder: Path) -> bool:
         return False
 
 
-def check_options(batch_size: int = 8, size: int | None = None, samples: int = 1, seed: int | None = None,
-                  max_pixels: int = MAX_PIXELS) -> None:
+def check_options(batch_size: int | None = None, size: int | None = None, samples: int = 1,
+                  seed: int | None = None, max_pixels: int = MAX_PIXELS) -> None:
     """Refuse zero or negative sizes and counts (and seeds out of range) before anything runs."""
     check_at_least({"batch_size": batch_size, "size": size, "samples": samples, "max_pixels": max_pixels}, 1)
     check_seed(seed)
@@ -426,6 +434,7 @@ def translate_paths(tr: Translator, inputs, to, out, src, batch_size, size, samp
                     max_pixels: int = MAX_PIXELS, tile: int | None = None, max_memory=None,
                     steady: str | None = None) -> Report:
     check_options(batch_size, size, samples, seed, max_pixels)
+    batch_size = batch_size or default_batch_size(tr.family.device)
     tr.check_domain(to, src)
     tr.check_tiling(to, src, tile, max_memory)
     shared = make_steady(tr, steady, to, src, tile, samples)

@@ -57,20 +57,23 @@ def output_paths(videos: list[Path], out: Path, overwrite: bool) -> list[Path]:
     return paths
 
 
-def translate_video(tr, path: str | Path, to: str, out: str | Path, src: str | None = None, batch_size: int = 8,
+def translate_video(tr, path: str | Path, to: str, out: str | Path, src: str | None = None,
+                    batch_size: int | None = None,
                     size: int | None = None, seed: int | None = None, steady: str | None = None,
                     tile: int | None = None, max_memory=None) -> int:
     """Translate the video `path` into the video file `out` (written atomically) -> the number of frames.
 
     `steady`: 'first' or 'running' (imxlate.steady): frames share normalisation statistics (less flicker).
+    `batch_size`: frames translated together (default: translate.default_batch_size of the device).
     """
-    from .translate import make_steady
+    from .translate import default_batch_size, make_steady
 
     av = _av()
     path, out = Path(path), Path(out)
     if not path.is_file():
         raise ImxlateError(missing_path_message(path) if os.path.lexists(path) else f"{path} does not exist")
     shared = make_steady(tr, steady, to, src, tile)
+    batch_size = batch_size or default_batch_size(tr.family.device)
     g = torch.Generator(tr.family.device).manual_seed(seed) if seed is not None else None
     try:
         inp = av.open(str(path))

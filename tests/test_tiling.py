@@ -19,7 +19,7 @@ from imxlate.nets.common import init_weights
 from imxlate.nets.resnet import ResnetGenerator
 from imxlate.nets.unet import UnetGenerator
 from imxlate.tiling import IMAGE_BYTES_PER_PIXEL, Geometry, bytes_per_pixel, choose_tile, geometry, tiled_forward
-from imxlate.translate import Translator
+from imxlate.translate import Translator, default_batch_size
 
 from conftest import write_images
 
@@ -188,6 +188,28 @@ def test_folder_memory_does_not_grow_with_the_folder(tmp_path):
         assert run.returncode == 0, run.stderr[-2000:]
         peaks[n] = int(run.stdout.split()[-1]) * 1024
     assert peaks[40] - peaks[8] < 100 * 2**20, peaks
+
+
+def test_the_cpu_translates_one_image_at_a_time_by_default(tmp_path):
+    """Batches cost time per image on the CPU (benchmarks/RESULTS.md), so folders go one image per forward
+    there unless --batch-size says otherwise; the outputs do not depend on it."""
+    assert default_batch_size(torch.device("cpu")) == 1 and default_batch_size(torch.device("cuda")) == 8
+    write_images(tmp_path / "in", 6, sizes=((40, 36), (40, 36), (28, 44)), exts=(".png",))
+    tr = cyclegan(n_blocks=1)
+    seen = []
+    hook = tr.family.nets["G_ab"].register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[0]))
+    try:
+        outs = {}
+        for batch in (None, 4):
+            seen.clear()
+            report = tr.translate_folder([str(tmp_path / "in")], "b", tmp_path / f"out{batch}", batch_size=batch,
+                                         progress=False)
+            outs[batch] = [np.asarray(Image.open(p), dtype=int) for p in sorted(report.written)]
+            assert len(outs[batch]) == 6 and not report.failed
+            assert max(seen) == (1 if batch is None else 4), seen
+    finally:
+        hook.remove()
+    assert all(np.abs(a - b).max() <= 1 for a, b in zip(outs[None], outs[4]))  # 8-bit rounding of equal floats
 
 
 def test_exported_module_pads_as_translate_does(tmp_path):
