@@ -1,9 +1,15 @@
 """Latent mapping: both stages through the CLI on class folders, exact resume in each stage (the
 stage-1 one after a real Ctrl-C), the model file alone, stochastic translation, the noise pairs,
-frozen VAEs in stage 2 and the class-map checks."""
+frozen VAEs in stage 2, the class-map checks, the noise regulariser that makes samples differ, and the
+example's diversity experiment in a tiny form."""
 from __future__ import annotations
 
+import json
+import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +22,9 @@ from imxlate import store
 from imxlate.cli import app
 from imxlate.data import Domain
 from imxlate.errors import ImxlateError
+from imxlate.families.base import config_from
 from imxlate.families.latent_mapping import LatentMapping, LatentMappingConfig, pair_matrix, parse_class_map
+from imxlate.nets.vae import CodeMapper
 
 from conftest import write_images
 
@@ -177,3 +185,69 @@ def test_noise_pairs_enter_d_and_stage_2_leaves_the_vaes_alone():
     after = {f"{name}.{k}": v for name in ("VAE_a", "VAE_b") for k, v in fam.nets[name].state_dict().items()}
     assert len(vaes) == len(after) == 32 and all(torch.equal(vaes[k], after[k]) for k in vaes)
     assert not all(torch.equal(gens[k], v) for k, v in fam.nets["G_ab"].state_dict().items())
+
+
+def test_the_noise_regulariser_makes_a_noise_blind_mapper_use_its_noise():
+    """The default noise regulariser (1; 0.01 before) pins and its mechanism: a mapper that ignores eps gets
+    no push from the adversarial term (with antithetic draws eps, -eps its gradient on the noise weights
+    cancels), so its draws stay identical; the regulariser makes them differ, the more the larger its weight."""
+    assert LatentMappingConfig().noise_reg == 1.0
+    assert config_from(LatentMappingConfig, {"noise_reg": 0.01}).noise_reg == 0.01  # older files keep theirs
+    cfg = LatentMappingConfig(nf=4, z_dim=4, hidden=16, layers=1)
+    fam = LatentMapping(cfg, ["x", "y"], 32, {"x": ["0"], "y": ["1"]})
+    D = fam.nets["D_b"]
+
+    def spread_after_training(weight: float) -> float:
+        torch.manual_seed(0)
+        G = CodeMapper(4, 16, 1)
+        with torch.no_grad():
+            G.net[0].weight[:, 4:] = 0  # blind to eps: G(z, eps1) == G(z, eps2)
+        opt = torch.optim.SGD(G.parameters(), lr=0.05)
+        for _ in range(20):
+            z, eps = torch.randn(16, 4), torch.randn(16, 4)
+            z, eps = torch.cat([z, z]), torch.cat([eps, -eps])
+            adv, reg = fam.generator_loss(D, z, G(z, eps), eps)
+            opt.zero_grad()
+            (adv + weight * reg).backward()
+            opt.step()
+        with torch.no_grad():
+            z = torch.randn(64, 4)
+            return float((G(z, torch.randn(64, 4)) - G(z, torch.randn(64, 4))).abs().mean())
+
+    assert spread_after_training(0.0) < 1e-5
+    old, new = spread_after_training(0.01), spread_after_training(cfg.noise_reg)
+    assert new > 0.05 and new > 20 * old
+
+
+def test_diversity_experiment_writes_its_table_and_figure(tmp_path):
+    """examples/latent_mapping/run.py --experiment diversity in its tiny form: real training runs (two seeds,
+    both objectives, the two-target setting), the table between the README's markers, the figure, the results."""
+    data = tmp_path / "digits"
+    for split, n in (("train", 3), ("test", 2)):
+        for d in range(10):
+            write_images(data / split / "handwritten" / str(d), n, sizes=((32, 32),), seed=d,
+                         tint=[(40 * d) % 256, 255 - 20 * d, 120])
+    root = Path(__file__).resolve().parents[1]
+    readme = tmp_path / "README.md"
+    readme.write_text("before\n<!-- diversity:start -->\nold\n<!-- diversity:end -->\nafter\n")
+    work, figures = tmp_path / "work", tmp_path / "figures"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, str(root / "examples" / "latent_mapping" / "run.py"), "--experiment",
+                        "diversity", "--tiny", "--settings", "c", "--data", str(data), "--work", str(work),
+                        "--figures", str(figures), "--readme", str(readme), "--seeds", "0", "1", "--samples", "3"],
+                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    text = readme.read_text()
+    assert text.startswith("before\n<!-- diversity:start -->\n| setting |")
+    assert text.endswith("<!-- diversity:end -->\nafter\n") and "old" not in text and str(tmp_path) not in text
+    rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| (c)")]
+    assert [c[1].strip() for c in rows] == ["real held-out targets", "the same, through the VAE",
+                                            "G, noise-reg 0.01 (before)", "G, noise-reg 1 (default now)"]
+    assert all("±" in c[k] for c in rows[1:] for k in (2, 3, 4))  # two seeds: mean ± sd of each measure
+    results = json.loads((work / "diversity.json").read_text())
+    assert results["samples"] == 3 and len(results["rows"]) == 4
+    assert all(0 <= v <= 1 for row in results["rows"] for m in ("pairwise", "reached", "kept") for v in row[m])
+    assert {p.name for p in (work / "runs").iterdir() if p.is_dir()} == {
+        f"c_latent-mapping{o}_seed{seed}" for o in ("", "-noise-reg-1") for seed in (0, 1)}
+    fig = Image.open(figures / "diversity.png")
+    assert fig.width > 7 * 64 and fig.height > 5 * 64  # 5 inputs: the input, then 3 + 3 samples a row

@@ -1,20 +1,31 @@
-"""The latent-mapping experiment on the digit benchmark (examples/digits), offline, on CPU.
+"""The latent-mapping experiments on the digit benchmark (examples/digits), offline, on CPU.
 
+--experiment classes (the default):
 (a) handwritten 0-4 -> handwritten 5-9 with the map i -> i+5 (the paper's MNIST -> MNIST setting);
 (b) handwritten -> printed digits with the identity map (the analogue of its SVHN -> MNIST), beside
     CycleGAN and shared-latent given the same CPU time per run.
 A classifier trained on the target domain scores each model: the share of translated test images it
 assigns to the mapped class, over 3 seeds. Writes a table (printed, and results.json) and picture grids.
 
-Usage: python examples/latent_mapping/run.py --data data/digits [--work runs/latent_mapping_example]
-       [--figures examples/latent_mapping/figures] [--seeds 0 1 2] [--jobs 2] [--quick]
+--experiment diversity: several samples per input. Setting (a), and (c) the same digits with two allowed
+targets per digit (i -> i+5 and i -> (i+1 mod 5)+5), each trained with the noise regulariser at 0.01 (the
+default before) and at 1 (the default now). For each held-out input, K noise draws: their mean pairwise L1
+distance, the share of the input's allowed target classes they reach, and the share kept in an allowed class
+(a classifier of handwritten 5-9 judges), against K real held-out targets. Writes the table between the
+diversity markers of --readme, diversity.json and figures/diversity.png.
+
+Usage: python examples/latent_mapping/run.py --data data/digits [--experiment classes|diversity]
+       [--work runs/latent_mapping_example] [--figures examples/latent_mapping/figures] [--seeds 0 1 2]
+       [--jobs 2] [--quick]; diversity also [--settings a c] [--samples 8] [--readme FILE] [--tiny]
 Run with OMP_NUM_THREADS=1: each training is a separate `imxlate train` process, --jobs of them at once.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -26,10 +37,12 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from PIL import Image, ImageDraw
 from torchvision.utils import save_image
 
 from imxlate.data import list_images, load_rgb, to_tensor
-from imxlate.families import REGISTRY
+from imxlate.families import REGISTRY, load_model
+from imxlate.nets.classifier import load_classifier, train_classifier as train_judge
 from imxlate.translate import Translator
 
 HERE = Path(__file__).resolve().parent
@@ -37,11 +50,21 @@ COMMON = ["--crop-size", "32", "--load-size", "32", "--no-flip", "--workers", "0
           "--sample-every", "1000000", "--save-every", "1000000"]
 MAP_A = {str(i): str(i + 5) for i in range(5)}
 MAP_B = {str(i): str(i) for i in range(10)}
+
+
+def latent_mapping_args(steps, noise_reg: str = "0.01") -> list[str]:
+    """The latent-mapping options of a run. The classes table was measured with the noise regulariser at 0.01,
+    the family's default then; it stays pinned so that the table reproduces (--experiment diversity compares
+    it with the default now, 1)."""
+    return ["--model", "latent-mapping", "--vae-steps", str(steps[0]), "--steps", str(steps[1]),
+            "--noise-reg", noise_reg]
+
+
 # Steps per run, chosen so each run of (b) spends about the same CPU time, ~150 s on one thread (measured:
 # latent-mapping 0.21 s per VAE step and 0.10 s per mapping step at batch 64, CycleGAN and shared-latent
 # 0.17 s per step at batch 4, ~6 s to start); the table prints the CPU seconds each run really took.
 MODELS = {
-    "latent-mapping": lambda s: ["--model", "latent-mapping", "--vae-steps", str(s[0]), "--steps", str(s[1])],
+    "latent-mapping": latent_mapping_args,
     "cyclegan": lambda s: ["--model", "cyclegan", "--ngf", "16", "--ndf", "16", "--n-blocks", "3",
                            "--batch-size", "4", "--steps", str(s[0])],
     "shared-latent": lambda s: ["--model", "shared-latent", "--ngf", "16", "--ndf", "16", "--n-blocks", "2",
@@ -197,6 +220,199 @@ def grid(path: Path, columns: list[torch.Tensor]) -> None:
     save_image(tiles, path, nrow=len(columns), normalize=True, value_range=(-1, 1), pad_value=1.0)
 
 
+# ---- several samples per input (--experiment diversity) -------------------------------------------------
+
+MAP_TWO = {str(i): [str(i + 5), str((i + 1) % 5 + 5)] for i in range(5)}  # 0 -> 5 or 6, ..., 4 -> 9 or 5
+DIV_SETTINGS = {"a": ("(a) 0-4 -> 5-9, one target", {k: [v] for k, v in MAP_A.items()}),
+                "c": ("(c) 0-4 -> 5-9, two targets", MAP_TWO)}
+# The objectives compared: run-name suffix -> (--noise-reg, label). The first one's (a) runs are the classes
+# experiment's (a) runs (same arguments and folder), so running both experiments trains them once.
+OBJECTIVES = {"": ("0.01", "G, noise-reg 0.01 (before)"), "-noise-reg-1": ("1", "G, noise-reg 1 (default now)")}
+TINY = ["--nf", "4", "--z-dim", "4", "--hidden", "8", "--layers", "1", "--batch-size", "4"]  # the test's form
+
+
+def plan_diversity_runs(data_a: Path, work: Path, seeds: list[int], settings: list[str], scale: float,
+                        tiny: bool) -> list[dict]:
+    """Every training run of the diversity experiment: setting, objective, seed, arguments, output folder."""
+    steps = [max(1, round(s * scale)) for s in STEPS["latent-mapping"]]
+    runs = []
+    for seed, setting, (suffix, (reg, label)) in itertools.product(seeds, settings, OBJECTIVES.items()):
+        cmap = DIV_SETTINGS[setting][1]
+        args = ["--domains", "digits0to4", "digits5to9", "--data", str(data_a), "--seed", str(seed), *COMMON,
+                *latent_mapping_args(steps, reg),
+                "--class-map", ",".join(f"{k}:{v}" for k, vs in cmap.items() for v in vs), *(TINY if tiny else [])]
+        runs.append({"setting": setting, "objective": label, "seed": seed, "args": args,
+                     "out": work / "runs" / f"{setting}_latent-mapping{suffix}_seed{seed}"})
+    return runs
+
+
+def pairwise_l1(s: torch.Tensor) -> torch.Tensor:
+    """(N,K,3,H,W) in [-1,1] -> (N,): mean absolute difference (0-1 units) over the K(K-1)/2 pairs of each row."""
+    k = s.shape[1]
+    return torch.stack([(s[:, i] - s[:, j]).abs().mean((1, 2, 3)) / 2
+                        for i, j in itertools.combinations(range(k), 2)], 1).mean(1)
+
+
+def diversity_scores(images: torch.Tensor, allowed: list[set[int]], judge: nn.Module) -> dict[str, float]:
+    """K images per input (N,K,3,H,W) and each input's allowed target classes -> mean pairwise L1, the share of
+    allowed classes reached (distinct judged classes among the K, over min(K, allowed)) and the share kept."""
+    n, k = images.shape[:2]
+    pred = predict(judge, images.flatten(0, 1)).view(n, k).tolist()
+    kept = sum(p in allowed[i] for i in range(n) for p in pred[i]) / (n * k)
+    reached = sum(len(set(pred[i]) & allowed[i]) / min(k, len(allowed[i])) for i in range(n)) / n
+    return {"pairwise": float(pairwise_l1(images).mean()), "reached": reached, "kept": kept}
+
+
+def real_draws(y_target: torch.Tensor, allowed: list[set[int]], k: int, seed: int = 0) -> torch.Tensor:
+    """(N,k) indices of held-out target images: k different ones per input from its allowed classes (with
+    replacement only where there are fewer than k)."""
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for classes in allowed:
+        pool = torch.cat([(y_target == c).nonzero()[:, 0] for c in sorted(classes)])
+        if len(pool) >= k:
+            rows.append(pool[torch.randperm(len(pool), generator=g)[:k]])
+        else:
+            rows.append(pool[torch.randint(len(pool), (k,), generator=g)])
+    return torch.stack(rows)
+
+
+def noise_samples(model: Path, x: torch.Tensor, k: int) -> torch.Tensor:
+    """(N,3,H,W) -> (N,k,3,H,W): k translations to digits5to9 with noise seeds 1000, 2000, ..."""
+    return torch.stack([translate_all(model, x, "digits5to9", 1000 * (j + 1)) for j in range(k)], 1)
+
+
+def mean_sd(values: list[float]) -> str:
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+
+
+def diversity_table(rows: list[dict], k: int) -> str:
+    """Markdown: one row per (setting, source of the K samples); mean ± sd over seeds."""
+    lines = [f"| setting | {k} samples per input from | pairwise L1 | allowed classes reached | class kept "
+             "| CPU s/run |", "|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        reached = mean_sd(r["reached"]) if r["several"] else "-"
+        cpu = f"{statistics.mean(r['cpu']):.0f}" if r.get("cpu") else "-"
+        lines.append(f"| {r['label']} | {r['source']} | {mean_sd(r['pairwise'])} | {reached} | {mean_sd(r['kept'])} "
+                     f"| {cpu} |")
+    return "\n".join(lines)
+
+
+def tiles(images: torch.Tensor, size: int = 64) -> Image.Image:
+    """(n,3,H,W) in [-1,1] -> one row of n tiles of size x size, white between them."""
+    row = Image.new("RGB", (len(images) * (size + 2), size), "white")
+    for i, t in enumerate(images):
+        arr = ((t.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+        row.paste(Image.fromarray(arr).resize((size, size), Image.NEAREST), (i * (size + 2), 0))
+    return row
+
+
+def diversity_figure(path: Path, panels: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]],
+                     labels: list[str]) -> None:
+    """Per panel (title, inputs (n,3,H,W), before (n,K,...), after (n,K,...)): rows of input | K | K."""
+    size, gap, head = 64, 24, 20
+    k = panels[0][2].shape[1]
+    width = size + 2 + 2 * gap + 2 * k * (size + 2)
+    height = sum(head * 2 + len(p[1]) * (size + 2) + gap for p in panels)
+    fig = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(fig)
+    y = 0
+    for title, x, before, after in panels:
+        draw.text((0, y + 2), title, fill="black")
+        x0 = [0, size + 2 + gap, size + 2 + 2 * gap + k * (size + 2)]
+        for col, text in zip(x0, ["input", *labels]):
+            draw.text((col, y + head + 2), text, fill="black")
+        y += 2 * head
+        for i in range(len(x)):
+            fig.paste(tiles(x[i:i + 1]), (x0[0], y))
+            fig.paste(tiles(before[i]), (x0[1], y))
+            fig.paste(tiles(after[i]), (x0[2], y))
+            y += size + 2
+        y += gap
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.convert("L").save(path, optimize=True)  # digits are grey: a third of the bytes
+
+
+def write_readme(readme: Path, block: str) -> None:
+    """Replace what lies between the diversity markers of `readme` with `block`."""
+    start, end = "<!-- diversity:start -->", "<!-- diversity:end -->"
+    text = readme.read_text()
+    if start not in text or end not in text:
+        raise SystemExit(f"{readme} has no '{start}' ... '{end}' markers; add them where the table belongs")
+    tmp = readme.with_name(readme.name + ".tmp")
+    tmp.write_text(re.sub(f"{start}.*{end}", lambda _: f"{start}\n{block}\n{end}", text, flags=re.S))
+    tmp.replace(readme)
+
+
+def diversity(a: argparse.Namespace, data_a: Path, scale: float) -> None:
+    """Train, measure and write the several-samples experiment (see the module docstring)."""
+    runs = plan_diversity_runs(data_a, a.work, a.seeds, a.settings, scale, a.tiny)
+    print(f"{len(runs)} training runs, {a.jobs} at a time ...", flush=True)
+    with ThreadPoolExecutor(a.jobs) as pool:
+        for run, cpu in zip(runs, pool.map(lambda r: train_run(r["args"], r["out"]), runs)):
+            run["cpu"] = cpu
+            print(f"  {run['out'].name}: {cpu:.0f} CPU s", flush=True)
+
+    # The judge: a classifier of handwritten 5-9 (imxlate's own), trained on the training split.
+    steps = max(1, round(400 * scale))
+    judge_file = a.work / f"judge-digits5to9-{steps}.safetensors"
+    if not judge_file.exists():
+        train_judge(data_a / "digits5to9", judge_file, steps=steps, image_size=32, width=16, seed=0)
+    judge = load_classifier(judge_file)[0]
+    x, y = load_classes(a.data / "test" / "handwritten", list("01234"))
+    xt, yt = load_classes(a.data / "test" / "handwritten", list("56789"))
+    judge_acc = float((predict(judge, xt) == yt).float().mean())
+
+    rows, panels, k = [], [], a.samples
+    for setting in a.settings:
+        label, cmap = DIV_SETTINGS[setting]
+        allowed = [{int(d) - 5 for d in cmap[str(int(c))]} for c in y]  # judge indices of each input's targets
+        several = any(len(s) > 1 for s in allowed)
+        draws = real_draws(yt, allowed, k)
+        real = diversity_scores(xt[draws], allowed, judge)
+        rows.append({"label": label, "source": "real held-out targets", "several": several,
+                     **{m: [v] for m, v in real.items()}})
+        through = {"label": label, "source": "the same, through the VAE", "several": several}
+        for suffix, (_, source) in OBJECTIVES.items():
+            mine = [r for r in runs if r["setting"] == setting and r["objective"] == source]
+            row = {"label": label, "source": source, "several": several, "cpu": [r["cpu"] for r in mine]}
+            for r in mine:
+                model = r["out"] / "model.safetensors"
+                samples = noise_samples(model, x, k)
+                for m, v in diversity_scores(samples, allowed, judge).items():
+                    row.setdefault(m, []).append(v)
+                if suffix == "":  # the VAEs are the same for both objectives of a seed (stage 1 ignores the map)
+                    vae = load_model(model).nets["VAE_b"]
+                    with torch.inference_mode():
+                        recon = vae.decode(vae.encode(xt)[0])
+                    for m, v in diversity_scores(recon[draws], allowed, judge).items():
+                        through.setdefault(m, []).append(v)
+                if r["seed"] == a.seeds[0]:
+                    pick = torch.cat([(y == c).nonzero()[:1, 0] for c in y.unique()])
+                    if suffix == "":
+                        title = f"{label}: " + ", ".join(f"{c} -> {' or '.join(ts)}" for c, ts in cmap.items())
+                        panels.append([title, x[pick], samples[pick]])
+                    else:
+                        panels[-1].append(samples[pick])
+            rows.append(row)
+        rows.insert(-2, through)
+
+    table = diversity_table(rows, k)
+    steps_run = "+".join(str(max(1, round(s * scale))) for s in STEPS["latent-mapping"])
+    smoke = f" (--{'tiny' if a.tiny else 'quick'}: a smoke test, not a result)" if a.tiny or a.quick else ""
+    seeds = f"seeds {', '.join(map(str, a.seeds))} (mean ± sd)" if len(a.seeds) > 1 else f"seed {a.seeds[0]}"
+    block = (f"{table}\n\n*{len(x)} held-out handwritten 0-4, K = {k} noise draws each; {seeds}; "
+             f"{steps_run} steps per run{smoke}. "
+             f"Judge: imxlate's classifier of handwritten 5-9, accuracy {judge_acc:.3f} on the test split.*")
+    print(block)
+    (a.work / "diversity.json").write_text(json.dumps({"rows": rows, "judge_accuracy": judge_acc, "seeds": a.seeds,
+                                                       "samples": k, "steps": steps_run}, indent=1))
+    write_readme(a.readme, block)
+    diversity_figure(a.figures / "diversity.png", panels, [f"noise-reg 0.01 (before): {k} samples",
+                                                           f"noise-reg 1 (now): {k} samples"])
+    print(f"table written into {a.readme}; figure {a.figures / 'diversity.png'}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path("data/digits"), help="output of examples/digits/prepare.py")
@@ -205,6 +421,14 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--jobs", type=int, default=2, help="training processes at once")
     ap.add_argument("--quick", action="store_true", help="a tenth of the steps (a smoke test, not the result)")
+    ap.add_argument("--experiment", choices=("classes", "diversity"), default="classes",
+                    help="classes: (a) and (b) scored by class; diversity: several samples per input")
+    ap.add_argument("--samples", type=int, default=8, help="diversity: noise draws per input (K)")
+    ap.add_argument("--settings", nargs="+", choices=sorted(DIV_SETTINGS), default=sorted(DIV_SETTINGS),
+                    help="diversity: (a) one target per digit, (c) two")
+    ap.add_argument("--readme", type=Path, default=HERE / "README.md",
+                    help="diversity: the README whose markers get the table")
+    ap.add_argument("--tiny", action="store_true", help="diversity: tiny networks and a few steps (the test's form)")
     a = ap.parse_args()
     t0 = time.perf_counter()
     if not (a.data / "train" / "handwritten").is_dir():
@@ -212,6 +436,10 @@ def main() -> None:
     models = [m for m in ("latent-mapping", "cyclegan", "shared-latent") if m in REGISTRY]
     missing = [m for m in ("cyclegan", "shared-latent") if m not in models]
     data_a = setting_a_data(a.data, a.work)
+    if a.experiment == "diversity":
+        diversity(a, data_a, 0.007 if a.tiny else 0.1 if a.quick else 1.0)
+        print(f"total {time.perf_counter() - t0:.0f} s wall")
+        return
 
     runs = plan_runs(a.data, data_a, a.work, a.seeds, models, 0.1 if a.quick else 1.0)
     print(f"{len(runs)} training runs, {a.jobs} at a time ...", flush=True)
