@@ -17,6 +17,9 @@ PATIENCE = 100        # steps a loss sign must hold before it is reported
 FLAT = 2e-3           # mean spread of translations across the batch below which they count as one image
 SATURATED = 0.999     # |output| beyond which tanh passes (almost) no gradient back
 D_NEAR_ZERO = 1e-2    # a discriminator loss below this wins outright
+# Discriminator terms that go to zero in healthy runs: StarGAN's domain classification of real images and the
+# WGAN-GP gradient penalty. Only the adversarial terms say that D wins.
+NOT_ADVERSARIAL = ("_cls", "_gp")
 LOCKSTEP = 1e-3       # relative wobble of cycle / identity within which the two move as one
 
 ADVICE = ("try --norm instance (an un-normalised generator drifts to one flat colour under Adam: "
@@ -42,7 +45,7 @@ class CollapseWatch:
         for k, v in losses.items():
             self.history.setdefault(k, deque(maxlen=PATIENCE)).append(v)
         for k, h in self.history.items():
-            if k.startswith("D") and len(h) == PATIENCE and all(0 <= v < D_NEAR_ZERO for v in h):
+            if k.startswith("D") and not k.endswith(NOT_ADVERSARIAL) and len(h) == PATIENCE and all(0 <= v < D_NEAR_ZERO for v in h):
                 out += self._once(f"dzero:{k}", f"the discriminator loss {k} has stayed below {D_NEAR_ZERO} for "
                                   f"{PATIENCE} steps: it tells real from translated without error, so the "
                                   f"generator gets no useful signal; {ADVICE}")

@@ -57,14 +57,16 @@ def test_loss_signs_are_said_once_after_a_long_stretch():
     watch = CollapseWatch()
     said = []
     for step in range(1, 2 * PATIENCE + 1):
-        # D_a wins outright; D_b is healthy; cycle_a is idt_a times a constant; cycle_b wanders
+        # D_a wins outright; D_b is healthy; cycle_a is idt_a times a constant; cycle_b wanders; StarGAN's
+        # domain classification and the gradient penalty are near zero in a healthy run
         losses = {"D_a": D_NEAR_ZERO / 2, "D_b": 0.2 + 0.01 * (step % 7), "cycle_a": 2 * (1 + step % 5),
-                  "idt_a": 1 + step % 5, "cycle_b": 3 + step % 3, "idt_b": 1 + step % 5}
+                  "idt_a": 1 + step % 5, "cycle_b": 3 + step % 3, "idt_b": 1 + step % 5,
+                  "D_cls": D_NEAR_ZERO / 10, "D_gp": D_NEAR_ZERO / 10}
         new = watch.losses(step, losses)
         said += [(step, m) for m in new]
     assert [s for s, _ in said] == [PATIENCE, PATIENCE]
     assert "D_a" in said[0][1] and "cycle_a and idt_a" in said[1][1]
-    assert not any("D_b" in m or "cycle_b" in m for _, m in said)
+    assert not any("D_b" in m or "cycle_b" in m or "D_cls" in m or "D_gp" in m for _, m in said)
 
 
 def test_looking_at_translations_keeps_resume_exact(two_domains, monkeypatch):
