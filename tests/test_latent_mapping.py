@@ -188,11 +188,12 @@ def test_noise_pairs_enter_d_and_stage_2_leaves_the_vaes_alone():
 
 
 def test_the_noise_regulariser_makes_a_noise_blind_mapper_use_its_noise():
-    """The default noise regulariser (1; 0.01 before) pins and its mechanism: a mapper that ignores eps gets
-    no push from the adversarial term (with antithetic draws eps, -eps its gradient on the noise weights
-    cancels), so its draws stay identical; the regulariser makes them differ, the more the larger its weight."""
-    assert LatentMappingConfig().noise_reg == 1.0
-    assert config_from(LatentMappingConfig, {"noise_reg": 0.01}).noise_reg == 0.01  # older files keep theirs
+    """The default noise regulariser (0.01, chosen on validation inputs) pins and its mechanism: a mapper that
+    ignores eps gets no push from the adversarial term (with antithetic draws eps, -eps its gradient on the noise
+    weights cancels), so its draws stay identical; the regulariser makes them differ, the more the larger its
+    weight."""
+    assert LatentMappingConfig().noise_reg == 0.01
+    assert config_from(LatentMappingConfig, {"noise_reg": 1.0}).noise_reg == 1.0  # other files keep theirs
     cfg = LatentMappingConfig(nf=4, z_dim=4, hidden=16, layers=1)
     fam = LatentMapping(cfg, ["x", "y"], 32, {"x": ["0"], "y": ["1"]})
     D = fam.nets["D_b"]
@@ -215,18 +216,24 @@ def test_the_noise_regulariser_makes_a_noise_blind_mapper_use_its_noise():
             return float((G(z, torch.randn(64, 4)) - G(z, torch.randn(64, 4))).abs().mean())
 
     assert spread_after_training(0.0) < 1e-5
-    old, new = spread_after_training(0.01), spread_after_training(cfg.noise_reg)
-    assert new > 0.05 and new > 20 * old
+    weak, strong = spread_after_training(cfg.noise_reg), spread_after_training(1.0)
+    assert strong > 0.05 and strong > 20 * weak
 
 
-def test_diversity_experiment_writes_its_table_and_figure(tmp_path):
-    """examples/latent_mapping/run.py --experiment diversity in its tiny form: real training runs (two seeds,
-    both objectives, the two-target setting), the table between the README's markers, the figure, the results."""
+def digits(tmp_path) -> Path:
+    """A tiny digit benchmark: train (3 images a class) and test (2) of handwritten 0-9."""
     data = tmp_path / "digits"
     for split, n in (("train", 3), ("test", 2)):
         for d in range(10):
             write_images(data / split / "handwritten" / str(d), n, sizes=((32, 32),), seed=d,
                          tint=[(40 * d) % 256, 255 - 20 * d, 120])
+    return data
+
+
+def test_diversity_experiment_writes_its_table_and_figure(tmp_path):
+    """examples/latent_mapping/run.py --experiment diversity in its tiny form: real training runs (two seeds,
+    both objectives, the two-target setting), the table between the README's markers, the figure, the results."""
+    data = digits(tmp_path)
     root = Path(__file__).resolve().parents[1]
     readme = tmp_path / "README.md"
     readme.write_text("before\n<!-- diversity:start -->\nold\n<!-- diversity:end -->\nafter\n")
@@ -242,7 +249,7 @@ def test_diversity_experiment_writes_its_table_and_figure(tmp_path):
     assert text.endswith("<!-- diversity:end -->\nafter\n") and "old" not in text and str(tmp_path) not in text
     rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| (c)")]
     assert [c[1].strip() for c in rows] == ["real held-out targets", "the same, through the VAE",
-                                            "G, noise-reg 0.01 (before)", "G, noise-reg 1 (default now)"]
+                                            "G, noise-reg 0.01 (the default)", "G, noise-reg 1"]
     assert all("±" in c[k] for c in rows[1:] for k in (2, 3, 4))  # two seeds: mean ± sd of each measure
     results = json.loads((work / "diversity.json").read_text())
     assert results["samples"] == 3 and len(results["rows"]) == 4
@@ -251,3 +258,43 @@ def test_diversity_experiment_writes_its_table_and_figure(tmp_path):
         f"c_latent-mapping{o}_seed{seed}" for o in ("", "-noise-reg-1") for seed in (0, 1)}
     fig = Image.open(figures / "diversity.png")
     assert fig.width > 7 * 64 and fig.height > 5 * 64  # 5 inputs: the input, then 3 + 3 samples a row
+
+
+def test_sweep_holds_out_validation_inputs_and_picks_by_its_rule(tmp_path):
+    """--experiment sweep in its tiny form: the validation images are out of every run's training data, one
+    run per weight, the table between the sweep markers marks the weight its rule picks; the rule itself."""
+    data = digits(tmp_path)
+    root = Path(__file__).resolve().parents[1]
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- diversity:start -->\nkept\n<!-- diversity:end -->\n"
+                      "<!-- sweep:start -->\n<!-- sweep:end -->\n")
+    work = tmp_path / "work"
+    r = subprocess.run([sys.executable, str(root / "examples" / "latent_mapping" / "run.py"), "--experiment", "sweep",
+                        "--tiny", "--data", str(data), "--work", str(work), "--readme", str(readme), "--seeds", "0",
+                        "--samples", "2", "--val-per-class", "1"],
+                       capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=tmp_path,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    results = json.loads((work / "sweep.json").read_text())
+    weights = [row["weight"] for row in results["rows"]]
+    assert len(weights) == 4 and results["picked"] in weights
+    for d in "01234":  # the last image of each class is held out, the others train
+        names = sorted(p.name for p in (data / "train" / "handwritten" / d).iterdir())
+        assert sorted(p.name for p in (work / "data_val1" / "digits0to4" / d).iterdir()) == names[:-1]
+    ckpts = [store.load_checkpoint(p / "checkpoint.safetensors") for p in (work / "runs").iterdir() if p.is_dir()]
+    assert sorted(c["family_config"]["noise_reg"] for c in ckpts) == sorted(float(w) for w in weights)
+    assert all(c["train_config"]["data"] == str(work / "data_val1") and c["images"]["digits0to4"] == 10
+               for c in ckpts)
+    text = readme.read_text()
+    assert "kept" in text and f"| **{results['picked']}** (picked) |" in text and str(tmp_path) not in text
+
+    sys.path.insert(0, str(root / "examples" / "latent_mapping"))
+    try:
+        from run import choose_weight
+    finally:
+        sys.path.pop(0)
+    rows = [{"weight": "a", "kept": [0.90, 0.92], "pairwise": [0.05, 0.05]},
+            {"weight": "b", "kept": [0.89, 0.90], "pairwise": [0.07, 0.07]},  # within 0.02 of the best: spreads most
+            {"weight": "c", "kept": [0.80, 0.80], "pairwise": [0.09, 0.09]}]  # spreads more, loses the class
+    assert choose_weight(rows) == "b"
+    assert choose_weight(rows[:1] + rows[2:]) == "a"

@@ -9,14 +9,20 @@ assigns to the mapped class, over 3 seeds. Writes a table (printed, and results.
 
 --experiment diversity: several samples per input. Setting (a), and (c) the same digits with two allowed
 targets per digit (i -> i+5 and i -> (i+1 mod 5)+5), each trained with the noise regulariser at 0.01 (the
-default before) and at 1 (the default now). For each held-out input, K noise draws: their mean pairwise L1
-distance, the share of the input's allowed target classes they reach, and the share kept in an allowed class
-(a classifier of handwritten 5-9 judges), against K real held-out targets. Writes the table between the
-diversity markers of --readme, diversity.json and figures/diversity.png.
+family's default, chosen by --experiment sweep) and at 1 (the default for a while). For each held-out input, K
+noise draws: their mean pairwise L1 distance, the share of the input's allowed target classes they reach, and
+the share kept in an allowed class (a classifier of handwritten 5-9 judges), against K real held-out targets.
+Writes the table between the diversity markers of --readme, diversity.json and figures/diversity.png.
 
-Usage: python examples/latent_mapping/run.py --data data/digits [--experiment classes|diversity]
+--experiment sweep: chooses that weight without the test split. Holds out the last --val-per-class training
+images of each handwritten 0-4 class as validation inputs, trains (c) without them at each weight of SWEEP,
+scores the samples of the validation inputs as above and picks a weight by a rule fixed in advance
+(choose_weight). Writes the table between the sweep markers of --readme and sweep.json.
+
+Usage: python examples/latent_mapping/run.py --data data/digits [--experiment classes|diversity|sweep]
        [--work runs/latent_mapping_example] [--figures examples/latent_mapping/figures] [--seeds 0 1 2]
-       [--jobs 2] [--quick]; diversity also [--settings a c] [--samples 8] [--readme FILE] [--tiny]
+       [--jobs 2] [--quick]; diversity also [--settings a c] [--samples 8] [--readme FILE] [--tiny];
+       sweep also [--samples 8] [--val-per-class 20] [--readme FILE] [--tiny]
 Run with OMP_NUM_THREADS=1: each training is a separate `imxlate train` process, --jobs of them at once.
 """
 from __future__ import annotations
@@ -42,6 +48,7 @@ from torchvision.utils import save_image
 
 from imxlate.data import list_images, load_rgb, to_tensor
 from imxlate.families import REGISTRY, load_model
+from imxlate.families.latent_mapping import LatentMappingConfig
 from imxlate.nets.classifier import load_classifier, train_classifier as train_judge
 from imxlate.translate import Translator
 
@@ -53,9 +60,8 @@ MAP_B = {str(i): str(i) for i in range(10)}
 
 
 def latent_mapping_args(steps, noise_reg: str = "0.01") -> list[str]:
-    """The latent-mapping options of a run. The classes table was measured with the noise regulariser at 0.01,
-    the family's default then; it stays pinned so that the table reproduces (--experiment diversity compares
-    it with the default now, 1)."""
+    """The latent-mapping options of a run. The noise regulariser's weight is pinned (0.01, the family's
+    default) so that the tables reproduce whatever the default becomes."""
     return ["--model", "latent-mapping", "--vae-steps", str(steps[0]), "--steps", str(steps[1]),
             "--noise-reg", noise_reg]
 
@@ -226,8 +232,11 @@ MAP_TWO = {str(i): [str(i + 5), str((i + 1) % 5 + 5)] for i in range(5)}  # 0 ->
 DIV_SETTINGS = {"a": ("(a) 0-4 -> 5-9, one target", {k: [v] for k, v in MAP_A.items()}),
                 "c": ("(c) 0-4 -> 5-9, two targets", MAP_TWO)}
 # The objectives compared: run-name suffix -> (--noise-reg, label). The first one's (a) runs are the classes
-# experiment's (a) runs (same arguments and folder), so running both experiments trains them once.
-OBJECTIVES = {"": ("0.01", "G, noise-reg 0.01 (before)"), "-noise-reg-1": ("1", "G, noise-reg 1 (default now)")}
+# experiment's (a) runs (same arguments and folder), so running both experiments trains them once. The label
+# says which is the family's default (chosen on validation inputs by --experiment sweep).
+NOW = f"{LatentMappingConfig().noise_reg:g}"
+OBJECTIVES = {suffix: (w, f"G, noise-reg {w}" + (" (the default)" if w == NOW else ""))
+              for suffix, w in (("", "0.01"), ("-noise-reg-1", "1"))}
 TINY = ["--nf", "4", "--z-dim", "4", "--hidden", "8", "--layers", "1", "--batch-size", "4"]  # the test's form
 
 
@@ -333,9 +342,9 @@ def diversity_figure(path: Path, panels: list[tuple[str, torch.Tensor, torch.Ten
     fig.convert("L").save(path, optimize=True)  # digits are grey: a third of the bytes
 
 
-def write_readme(readme: Path, block: str) -> None:
-    """Replace what lies between the diversity markers of `readme` with `block`."""
-    start, end = "<!-- diversity:start -->", "<!-- diversity:end -->"
+def write_readme(readme: Path, block: str, name: str = "diversity") -> None:
+    """Replace what lies between the `name` markers of `readme` with `block`."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     text = readme.read_text()
     if start not in text or end not in text:
         raise SystemExit(f"{readme} has no '{start}' ... '{end}' markers; add them where the table belongs")
@@ -344,21 +353,115 @@ def write_readme(readme: Path, block: str) -> None:
     tmp.replace(readme)
 
 
-def diversity(a: argparse.Namespace, data_a: Path, scale: float) -> None:
-    """Train, measure and write the several-samples experiment (see the module docstring)."""
-    runs = plan_diversity_runs(data_a, a.work, a.seeds, a.settings, scale, a.tiny)
-    print(f"{len(runs)} training runs, {a.jobs} at a time ...", flush=True)
-    with ThreadPoolExecutor(a.jobs) as pool:
+def diversity_judge(work: Path, data_a: Path, scale: float) -> nn.Module:
+    """The judge: a classifier of handwritten 5-9 (imxlate's own), trained on the training split."""
+    steps = max(1, round(400 * scale))
+    judge_file = work / f"judge-digits5to9-{steps}.safetensors"
+    if not judge_file.exists():
+        train_judge(data_a / "digits5to9", judge_file, steps=steps, image_size=32, width=16, seed=0)
+    return load_classifier(judge_file)[0]
+
+
+def train_all(runs: list[dict], jobs: int) -> None:
+    """Train every run (--jobs at once, each its own process; finished ones are reused) and note its CPU s."""
+    print(f"{len(runs)} training runs, {jobs} at a time ...", flush=True)
+    with ThreadPoolExecutor(jobs) as pool:
         for run, cpu in zip(runs, pool.map(lambda r: train_run(r["args"], r["out"]), runs)):
             run["cpu"] = cpu
             print(f"  {run['out'].name}: {cpu:.0f} CPU s", flush=True)
 
-    # The judge: a classifier of handwritten 5-9 (imxlate's own), trained on the training split.
-    steps = max(1, round(400 * scale))
-    judge_file = a.work / f"judge-digits5to9-{steps}.safetensors"
-    if not judge_file.exists():
-        train_judge(data_a / "digits5to9", judge_file, steps=steps, image_size=32, width=16, seed=0)
-    judge = load_classifier(judge_file)[0]
+
+# ---- choosing the noise regulariser's weight on validation inputs (--experiment sweep) ------------------
+
+SWEEP = ("0.01", "0.1", "1", "3")  # the weights tried
+KEPT_SLACK = 0.02  # the rule, fixed before the sweep ran: see choose_weight
+
+
+def validation_split(data: Path, work: Path, per_class: int) -> tuple[Path, dict[str, list[Path]]]:
+    """Hold out the last `per_class` training images (in name order) of each handwritten 0-4 class ->
+    (a data root like setting_a_data's without them, {class: the held-out images})."""
+    root, held = work / f"data_val{per_class}", {}
+    for d in "01234":
+        paths = list_images(data / "train" / "handwritten" / d)
+        if len(paths) <= per_class:
+            raise SystemExit(f"--val-per-class {per_class}: class {d} has only {len(paths)} training images")
+        held[d] = paths[-per_class:]
+        folder = root / "digits0to4" / d
+        if not folder.is_dir():
+            tmp = folder.with_name(d + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            for p in paths[:-per_class]:
+                shutil.copy2(p, tmp / p.name)
+            tmp.replace(folder)
+    for d in "56789":
+        if not (root / "digits5to9" / d).is_dir():
+            shutil.copytree(data / "train" / "handwritten" / d, root / "digits5to9" / d)
+    return root, held
+
+
+def choose_weight(rows: list[dict]) -> str:
+    """The rule: among the weights whose class kept (mean over seeds) is within KEPT_SLACK of the best one's,
+    the one whose samples spread most (largest mean pairwise L1)."""
+    kept = {r["weight"]: statistics.mean(r["kept"]) for r in rows}
+    fair = [r for r in rows if kept[r["weight"]] >= max(kept.values()) - KEPT_SLACK]
+    return max(fair, key=lambda r: statistics.mean(r["pairwise"]))["weight"]
+
+
+def sweep(a: argparse.Namespace, data_a: Path, scale: float) -> None:
+    """Train setting (c) at each weight of SWEEP without the validation images, score the K samples of each
+    validation input, pick a weight by choose_weight; the table goes between the README's sweep markers."""
+    root, held = validation_split(a.data, a.work, a.val_per_class)
+    steps = [max(1, round(s * scale)) for s in STEPS["latent-mapping"]]
+    cmap = DIV_SETTINGS["c"][1]
+    runs = []
+    for weight, seed in itertools.product(SWEEP, a.seeds):
+        args = ["--domains", "digits0to4", "digits5to9", "--data", str(root), "--seed", str(seed), *COMMON,
+                *latent_mapping_args(steps, weight),
+                "--class-map", ",".join(f"{k}:{v}" for k, vs in cmap.items() for v in vs), *(TINY if a.tiny else [])]
+        runs.append({"weight": weight, "seed": seed, "args": args,
+                     "out": a.work / "runs" / f"sweep{a.val_per_class}_c_noise-reg-{weight}_seed{seed}"})
+    train_all(runs, a.jobs)
+
+    judge = diversity_judge(a.work, data_a, scale)
+    x = torch.stack([to_tensor(load_rgb(p).resize((32, 32))) for d in "01234" for p in held[d]])
+    allowed = [{int(t) - 5 for t in cmap[d]} for d in "01234" for _ in held[d]]
+    rows, k = [], a.samples
+    for weight in SWEEP:
+        mine = [r for r in runs if r["weight"] == weight]
+        row = {"weight": weight, "cpu": [r["cpu"] for r in mine]}
+        for r in mine:
+            samples = noise_samples(r["out"] / "model.safetensors", x, k)
+            for m, v in diversity_scores(samples, allowed, judge).items():
+                row.setdefault(m, []).append(v)
+        rows.append(row)
+    pick = choose_weight(rows)
+
+    lines = ["| --noise-reg | pairwise L1 | allowed classes reached | class kept | CPU s/run |",
+             "|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        w = f"**{r['weight']}** (picked)" if r["weight"] == pick else r["weight"]
+        lines.append(f"| {w} | {mean_sd(r['pairwise'])} | {mean_sd(r['reached'])} | {mean_sd(r['kept'])} "
+                     f"| {statistics.mean(r['cpu']):.0f} |")
+    smoke = f" (--{'tiny' if a.tiny else 'quick'}: a smoke test, not a result)" if a.tiny or a.quick else ""
+    seeds = f"seeds {', '.join(map(str, a.seeds))} (mean ± sd)" if len(a.seeds) > 1 else f"seed {a.seeds[0]}"
+    table_text = "\n".join(lines)
+    block = (f"{table_text}\n\n*Setting (c); {len(x)} validation inputs ({a.val_per_class} per class, held "
+             f"out of the training split), K = {k} noise draws each; {seeds}; {'+'.join(map(str, steps))} steps "
+             f"per run{smoke}. The rule picks {pick}; the family's default is {NOW}.*")
+    print(block)
+    (a.work / "sweep.json").write_text(json.dumps({"rows": rows, "picked": pick, "seeds": a.seeds, "samples": k,
+                                                   "val_per_class": a.val_per_class}, indent=1, default=str))
+    write_readme(a.readme, block, "sweep")
+    print(f"table written into {a.readme}")
+
+
+def diversity(a: argparse.Namespace, data_a: Path, scale: float) -> None:
+    """Train, measure and write the several-samples experiment (see the module docstring)."""
+    runs = plan_diversity_runs(data_a, a.work, a.seeds, a.settings, scale, a.tiny)
+    train_all(runs, a.jobs)
+
+    judge = diversity_judge(a.work, data_a, scale)
     x, y = load_classes(a.data / "test" / "handwritten", list("01234"))
     xt, yt = load_classes(a.data / "test" / "handwritten", list("56789"))
     judge_acc = float((predict(judge, xt) == yt).float().mean())
@@ -408,8 +511,8 @@ def diversity(a: argparse.Namespace, data_a: Path, scale: float) -> None:
     (a.work / "diversity.json").write_text(json.dumps({"rows": rows, "judge_accuracy": judge_acc, "seeds": a.seeds,
                                                        "samples": k, "steps": steps_run}, indent=1))
     write_readme(a.readme, block)
-    diversity_figure(a.figures / "diversity.png", panels, [f"noise-reg 0.01 (before): {k} samples",
-                                                           f"noise-reg 1 (now): {k} samples"])
+    diversity_figure(a.figures / "diversity.png", panels,
+                     [f"{label[3:]}: {k} samples" for _, label in OBJECTIVES.values()])
     print(f"table written into {a.readme}; figure {a.figures / 'diversity.png'}")
 
 
@@ -421,8 +524,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--jobs", type=int, default=2, help="training processes at once")
     ap.add_argument("--quick", action="store_true", help="a tenth of the steps (a smoke test, not the result)")
-    ap.add_argument("--experiment", choices=("classes", "diversity"), default="classes",
-                    help="classes: (a) and (b) scored by class; diversity: several samples per input")
+    ap.add_argument("--experiment", choices=("classes", "diversity", "sweep"), default="classes",
+                    help="classes: (a) and (b) scored by class; diversity: several samples per input; "
+                         "sweep: the noise regulariser's weight chosen on validation inputs")
+    ap.add_argument("--val-per-class", type=int, default=20,
+                    help="sweep: training images per class of handwritten 0-4 held out as validation inputs")
     ap.add_argument("--samples", type=int, default=8, help="diversity: noise draws per input (K)")
     ap.add_argument("--settings", nargs="+", choices=sorted(DIV_SETTINGS), default=sorted(DIV_SETTINGS),
                     help="diversity: (a) one target per digit, (c) two")
@@ -436,8 +542,8 @@ def main() -> None:
     models = [m for m in ("latent-mapping", "cyclegan", "shared-latent") if m in REGISTRY]
     missing = [m for m in ("cyclegan", "shared-latent") if m not in models]
     data_a = setting_a_data(a.data, a.work)
-    if a.experiment == "diversity":
-        diversity(a, data_a, 0.007 if a.tiny else 0.1 if a.quick else 1.0)
+    if a.experiment in ("diversity", "sweep"):
+        (diversity if a.experiment == "diversity" else sweep)(a, data_a, 0.007 if a.tiny else 0.1 if a.quick else 1.0)
         print(f"total {time.perf_counter() - t0:.0f} s wall")
         return
 
