@@ -45,9 +45,10 @@ def test_split_is_disjoint_and_paired(latin):
 
 def test_benchmark_trains_scores_and_chooses_on_validation(latin, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, ROOT / "examples/glyphs/benchmark.py", "--glyphs", latin, "--pairs", "latin",
-                        "--steps", "2", "--seeds", "1", "--jobs", "1", "--work", tmp_path / "work"],
-                       capture_output=True, text=True, timeout=600, env=env)
+    args = [sys.executable, ROOT / "examples/glyphs/benchmark.py", "--glyphs", latin, "--pairs", "latin",
+            "--steps", "2", "--jobs", "1", "--results", tmp_path / "results"]
+    r = subprocess.run(args + ["--seeds", "1", "--work", tmp_path / "work"], capture_output=True, text=True,
+                       timeout=600, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     rows = {line.split("|")[1].strip(): line for line in r.stdout.splitlines() if line.startswith("| ")}
     assert {"CycleGAN", "CUT", "FastCUT", "input itself", "input blurred 1 px", "blank white page"} <= set(rows)
@@ -59,3 +60,17 @@ def test_benchmark_trains_scores_and_chooses_on_validation(latin, tmp_path):
     assert cells == [f"{direct['l1']:.4f}", f"{direct['ssim']:.4f}", f"{direct['top1']:.3f}"]
     assert re.search(r"chosen: \*\*(CycleGAN|CUT|FastCUT)\*\*", r.stdout)
     assert len(list((tmp_path / "work").glob("*/model.safetensors"))) == 3
+    # each run's scores are kept, with no path of the machine in them
+    records = sorted((tmp_path / "results").glob("latin-*.json"))
+    assert [f.name for f in records] == [f"latin-{m}-seed0-2.json" for m in ("cut", "cyclegan", "fastcut")]
+    assert str(tmp_path) not in "".join(f.read_text() for f in records)
+
+    # finished in parts: a later call with an empty work folder and --no-train draws the same rows from the
+    # records alone, and a seed never run shows as missing and holds back the choice
+    again = subprocess.run(args + ["--seeds", "2", "--work", tmp_path / "later", "--no-train"], capture_output=True,
+                           text=True, timeout=600, env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert not list((tmp_path / "later").glob("*/model.safetensors"))
+    later = {line.split("|")[1].strip(): line for line in again.stdout.splitlines() if line.startswith("| ")}
+    assert later["CycleGAN (1 of 2 seeds)"].split("|")[2:] == rows["CycleGAN"].split("|")[2:]
+    assert "Not chosen yet" in again.stdout

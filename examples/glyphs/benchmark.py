@@ -11,6 +11,12 @@ interleaved in one process (medians), and each run gets budget / (seconds per st
 learning rate. Runs go as `imxlate train` subprocesses, --jobs at a time, one thread each, and are kept under
 --work and reused when the settings match.
 
+Runs are long (27 runs of 20 minutes are 9 hours of one thread), so the benchmark is built to be finished in
+parts: the step counts of a budget are measured once and kept in RESULTS/budgets.json, each run is scored as
+soon as it ends and its scores kept in RESULTS/<run>.json (no paths in them), and the tables are drawn from
+those records, with the seeds each row has so far. Another day, or another machine, picks up the runs that
+are missing; --no-train only scores the finished runs found in --work and draws the tables.
+
 Scores, per direction:
 - glyphs: L1 (0-1), SSIM and top-1 retrieval (is the translation nearer, in L1, to its own true drawing than
   to every other held-out character's?) on the held-out test characters, beside the input itself, the input
@@ -88,6 +94,10 @@ def seconds_per_step(size: int, repeats: int = 3, steps: int = 4) -> dict[str, f
 
 # ---- runs --------------------------------------------------------------------------------------------
 
+def run_name(label: str, name: str, steps: int, seed: int) -> str:
+    return f"{label}-{name.lower()}-seed{seed}-{steps}"
+
+
 def run_dir(work: Path, data: Path, name: str, steps: int, seed: int) -> Path:
     key = json.dumps([str(data.resolve()), METHODS[name], NETS, steps, seed], sort_keys=True)
     return work / f"{data.name}-{name.lower()}-seed{seed}-{steps}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
@@ -128,6 +138,24 @@ def translate_all(tr, x: torch.Tensor, to: str, src: str, batch: int = 64) -> li
     return [to_image(y) for i in range(0, len(x), batch) for y in tr.translate_tensor(x[i:i + batch], to, src)]
 
 
+def write_record(path: Path, record: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def glyph_scores(model: Path, sets: dict[str, dict]) -> tuple[dict, dict]:
+    """{split: {"src->dst": paired scores}} of one model, and its test translations (for the grid)."""
+    tr = imxlate.load(model, device="cpu")
+    scores, shown = {}, {}
+    for split, pairs in sets.items():
+        fakes = {k: translate_all(tr, x, k[1], k[0]) for k, (_, x, _) in pairs.items()}
+        scores[split] = {f"{s}->{d}": paired_scores(fakes[(s, d)], pairs[(s, d)][2]) for s, d in pairs}
+        if split == "test":
+            shown = fakes
+    return scores, shown
+
+
 def glyph_sets(root: Path, split: str, domains) -> dict:
     """{(src, dst): (input images, tensor of inputs, target images)} for both directions of a split."""
     out = {}
@@ -163,10 +191,8 @@ def glyph_table(pair: str, directions, scores: dict, base: dict, steps: dict) ->
     head = " | ".join(f"{s} -> {d} L1 | SSIM | top-1" for s, d in directions)
     lines = [f"| method | steps | {head} |", "|---|---:|" + "---:|" * 3 * len(directions)]
     for name, per_seed in scores.items():
-        cells = []
-        for k in directions:
-            for metric, digits in (("l1", 4), ("ssim", 4), ("top1", 3)):
-                cells.append(summary([s[k][metric] for s in per_seed], digits))
+        cells = [summary([s[k][metric] for s in per_seed], digits) if per_seed else "not run yet"
+                 for k in directions for metric, digits in (("l1", 4), ("ssim", 4), ("top1", 3))]
         lines.append(f"| {name} | {steps[name]} | " + " | ".join(cells) + " |")
     for name, s in base.items():
         cells = [f"{s[k][m]:.{d}f}" for k in directions for m, d in (("l1", 4), ("ssim", 4), ("top1", 3))]
@@ -213,17 +239,22 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
     ap.add_argument("--clf-steps", type=int, default=300, help="digit classifier training steps")
-    ap.add_argument("--work", type=Path, default=Path("runs/benchmark"))
+    ap.add_argument("--work", type=Path, default=Path("runs/benchmark"), help="run folders (large; not kept)")
+    ap.add_argument("--results", type=Path, default=HERE / "results",
+                    help="the budgets and one record of scores per finished run (small; kept in the repository)")
+    ap.add_argument("--no-train", action="store_true",
+                    help="start no training: score the finished runs found in --work and draw the tables")
     ap.add_argument("--write", action="store_true", help="write the tables into the READMEs and draw the grid")
     args = ap.parse_args()
     torch.set_num_threads(1)
     args.work.mkdir(parents=True, exist_ok=True)
+    args.results.mkdir(parents=True, exist_ok=True)
     say(f"machine: {describe_machine()}")
 
     jobs = []  # (data set, method, seed, data, domains, size, steps)
     budgets = {}
 
-    saved = args.work / "budgets.json"  # a rerun reuses the calibration, so its runs are found again
+    saved = args.results / "budgets.json"  # measured once, so every part of the benchmark runs the same steps
     known = json.loads(saved.read_text()) if saved.is_file() else {}
 
     def budget(size: int, minutes: float) -> dict[str, tuple[int, float]]:
@@ -232,9 +263,10 @@ def main() -> None:
             return {m: (args.steps, float("nan")) for m in METHODS}
         key = f"{size}px {minutes:g} min"
         if key not in known:
-            known[key] = {m: (round(minutes * 60 / t), t) for m, t in seconds_per_step(size).items()}
-            saved.write_text(json.dumps(known, indent=1))
-        return {m: tuple(v) for m, v in known[key].items()}
+            known[key] = {"machine": describe_machine(),
+                          **{m: (round(minutes * 60 / t), t) for m, t in seconds_per_step(size).items()}}
+            write_record(saved, known)
+        return {m: tuple(known[key][m]) for m in METHODS}
 
     if args.glyphs:
         size = Image.open(list_images(args.glyphs / args.pairs[0] / "test" / "sans")[0]).width
@@ -251,49 +283,8 @@ def main() -> None:
     for kind, b in budgets.items():
         say(f"{kind}: " + ", ".join(f"{m} {t:.3f} s/step -> {n} steps" for m, (n, t) in b.items()))
 
-    def one(job):
-        label, name, seed, data, domains, size, steps = job
-        out = run_dir(args.work, data if label != "digits" else args.digits, name, steps, seed)
-        t0 = time.perf_counter()
-        model = run(train_command(data, domains, size, name, steps, seed, out), out)
-        say(f"{label} {name} seed {seed}: {steps} steps, {time.perf_counter() - t0:.0f} s wall")
-        return job, model
-
-    with ThreadPoolExecutor(args.jobs) as pool:
-        models = {(j[0], j[1], j[2]): m for j, m in pool.map(one, jobs)}
-
-    blocks, choice = {}, {}
-    for pair in (args.pairs if args.glyphs else []):
-        root, domains = args.glyphs / pair, PAIRS[pair]
-        directions = [domains, domains[::-1]]
-        test, val = glyph_sets(root, "test", domains), glyph_sets(root, "val", domains)
-        val_base = baselines(val)["input itself"]
-        scores, val_scores, shown = {}, {}, {}
-        for name in METHODS:
-            scores[name], val_scores[name] = [], []
-            for seed in range(args.seeds):
-                tr = imxlate.load(models[(pair, name, seed)], device="cpu")
-                for sets, bucket in ((test, scores[name]), (val, val_scores[name])):
-                    fakes = {k: translate_all(tr, x, k[1], k[0]) for k, (_, x, _) in sets.items()}
-                    bucket.append({k: paired_scores(fakes[k], sets[k][2]) for k in sets})
-                    if seed == 0 and sets is test:
-                        shown[name] = fakes
-            say(f"{pair} {name}: test " + "; ".join(
-                f"{s}->{d} top-1 {summary([x[(s, d)]['top1'] for x in scores[name]], 3)}" for s, d in directions))
-        choice[pair] = {name: statistics.mean(gain(x[k], val_base[k]) for x in val_scores[name] for k in val)
-                        for name in METHODS}
-        blocks[pair] = glyph_table(pair, directions, scores, baselines(test), {m: budgets["glyphs"][m][0] for m in METHODS})
-        if args.write and pair == args.pairs[0]:
-            s, d = domains
-            inputs, _, targets = test[(s, d)]
-            n = 10
-            rows = [(f"{s} (input)", inputs[:n])] + [(name, shown[name][(s, d)][:n]) for name in METHODS]
-            rows += [(f"{d} (truth)", targets[:n])]
-            inputs, _, targets = test[(d, s)]
-            rows += [(f"{d} (input)", inputs[:n])] + [(name, shown[name][(d, s)][:n]) for name in METHODS]
-            rows += [(f"{s} (truth)", targets[:n])]
-            draw_grid(rows, GRID)
-
+    sets = {pair: {split: glyph_sets(args.glyphs / pair, split, PAIRS[pair]) for split in ("test", "val")}
+            for pair in (args.pairs if args.glyphs else [])}
     if args.digits:
         h, p = DIGITS
         judges = {}
@@ -305,41 +296,113 @@ def main() -> None:
         tests = {d: list_images(args.digits / "test" / d) for d in DIGITS}
         x = {d: stack(tests[d]) for d in DIGITS}
         labels = {d: class_labels(args.digits / "test" / d, tests[d]) for d in DIGITS}
+        ident = {f"{s}->{d}": classified_accuracy(judges[d], tests[s], labels[s]) for s, d in ((h, p), (p, h))}
+
+    def score(label: str, model: Path) -> tuple[dict, dict]:
+        if label != "digits":
+            return glyph_scores(model, sets[label])
+        tr = imxlate.load(model, device="cpu")
+        return {"test": {f"{s}->{d}": classified_accuracy(judges[d], translate_all(tr, x[s], d, s), labels[s])
+                         for s, d in ((h, p), (p, h))}}, {}
+
+    records, shown = {}, {}  # (label, method, seed) -> record; pair -> method -> seed-0 test translations
+
+    def one(job):
+        label, name, seed, data, domains, size, steps = job
+        path = args.results / f"{run_name(label, name, steps, seed)}.json"
+        out = run_dir(args.work, data if label != "digits" else args.digits, name, steps, seed)
+        model = out / "model.safetensors"
+        if path.is_file() and not (seed == 0 and model.is_file() and label in sets):
+            records[job[:3]] = json.loads(path.read_text())
+            return
+        if not model.is_file():
+            if args.no_train:
+                return
+            t0 = time.perf_counter()
+            run(train_command(data, domains, size, name, steps, seed, out), out)
+            say(f"{label} {name} seed {seed}: {steps} steps, {time.perf_counter() - t0:.0f} s wall")
+        scores, fakes = score(label, model)
+        if seed == 0:
+            shown.setdefault(label, {})[name] = fakes
+        records[job[:3]] = {"data": label, "method": name, "seed": seed, "steps": steps, "size": size,
+                            "nets": NETS, "options": METHODS[name][1], "machine": describe_machine(),
+                            "imxlate": imxlate.__version__, "scores": scores}
+        if not path.is_file():
+            write_record(path, records[job[:3]])
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        list(pool.map(one, jobs))
+    say(f"{len(records)} of {len(jobs)} runs recorded in {args.results}")
+
+    def seeds_of(label: str, name: str) -> list[dict]:
+        return [records[(label, name, s)]["scores"] for s in range(args.seeds) if (label, name, s) in records]
+
+    def shown_name(label: str, name: str) -> str:
+        n = len(seeds_of(label, name))
+        return name if n == args.seeds else f"{name} ({n} of {args.seeds} seeds)"
+
+    blocks, choice = {}, {}
+    for pair, split in sets.items():
+        domains = PAIRS[pair]
+        directions = [domains, domains[::-1]]
+        val_base = baselines(split["val"])["input itself"]
+        scores = {shown_name(pair, m): [{tuple(k.split("->")): v for k, v in r["test"].items()} for r in seeds_of(pair, m)]
+                  for m in METHODS}
+        for m in METHODS:
+            if len(seeds_of(pair, m)) == args.seeds:
+                choice.setdefault(pair, {})[m] = statistics.mean(
+                    gain(r["val"][f"{s}->{d}"], val_base[(s, d)]) for r in seeds_of(pair, m) for s, d in directions)
+        steps = {shown_name(pair, m): budgets["glyphs"][m][0] for m in METHODS}
+        blocks[pair] = glyph_table(pair, directions, scores, baselines(split["test"]), steps)
+        if args.write and pair == args.pairs[0] and set(shown.get(pair, {})) == set(METHODS):
+            s, d = domains
+            n = 10
+            rows = []
+            for a, b in (domains, domains[::-1]):
+                inputs, _, targets = split["test"][(a, b)]
+                rows += [(f"{a} (input)", inputs[:n])] + [(m, shown[pair][m][(a, b)][:n]) for m in METHODS]
+                rows += [(f"{b} (truth)", targets[:n])]
+            draw_grid(rows, GRID)
+        elif args.write and pair == args.pairs[0]:
+            say(f"grid not drawn: the seed-0 models of every method are not all in {args.work}")
+
+    if args.digits:
         lines = ["| method | steps | handwritten -> printed | printed -> handwritten |", "|---|---:|---:|---:|"]
-        ident = {(s, d): classified_accuracy(judges[d], tests[s], labels[s]) for s, d in ((h, p), (p, h))}
         for name in METHODS:
-            acc = {k: [] for k in ident}
-            for seed in range(args.seeds):
-                tr = imxlate.load(models[("digits", name, seed)], device="cpu")
-                for s, d in ident:
-                    acc[(s, d)].append(classified_accuracy(judges[d], translate_all(tr, x[s], d, s), labels[s]))
-            lines.append(f"| {name} | {budgets['digits'][name][0]} | {summary(acc[(h, p)], 3)} | {summary(acc[(p, h)], 3)} |")
-            say(f"digits {name}: {lines[-1]}")
-        lines.append(f"| no translation (the input itself) | - | {ident[(h, p)]:.3f} | {ident[(p, h)]:.3f} |")
+            acc = seeds_of("digits", name)
+            cells = [summary([r["test"][k] for r in acc], 3) if acc else "not run yet" for k in ident]
+            lines.append(f"| {shown_name('digits', name)} | {budgets['digits'][name][0]} | " + " | ".join(cells) + " |")
+        lines.append(f"| no translation (the input itself) | - | " + " | ".join(f"{v:.3f}" for v in ident.values()) + " |")
         blocks["digits"] = "\n".join(lines)
 
-    note = (f"Machine: {describe_machine()}. Budget per run: " + "; ".join(
+    note = (f"Budget per run: " + "; ".join(
         f"{kind} {args.minutes if kind == 'glyphs' else args.digits_minutes:g} min of one thread ("
         + ", ".join(f"{m} {t:.3f} s/step" for m, (n, t) in b.items()) + ")" for kind, b in budgets.items())
-        + f"; {args.seeds} seeds (mean ± std).")
+        + f"; {args.seeds} seeds (mean ± std). Machines: "
+        + "; ".join(sorted({r["machine"] for r in records.values()})) + ".")
     for tag, block in blocks.items():
         say(f"\n{tag}\n{block}")
-    if choice:
+    complete = bool(sets) and all(len(choice.get(pair, {})) == len(METHODS) for pair in sets)
+    if complete:
         means = {m: statistics.mean(c[m] for c in choice.values()) for m in METHODS}
         winner = max(means, key=means.get)
         chosen = ("Validation score, the mean relative gain over the input itself on L1, SSIM and top-1 (over pairs, "
                   "directions and seeds; above 0 beats the input): "
                   + ", ".join(f"{m} {v:.3f}" for m, v in means.items()) + f"; chosen: **{winner}**.")
-        say(chosen)
+    else:
+        chosen = "Not chosen yet: a choice waits for every method's seeds on every pair."
+    say(chosen)
     say(note)
     if args.write:
         readme = HERE / "README.md"
-        for pair in (args.pairs if args.glyphs else []):
-            write_between(readme, f"bench-{pair}", blocks[pair])
-        if choice:
-            write_between(readme, "bench-choice", chosen + "\n\n" + note)
+        tag = f"{args.minutes:g}min"
+        for pair in sets:
+            write_between(readme, f"bench-{pair}-{tag}", blocks[pair])
+        if sets:
+            write_between(readme, f"bench-choice-{tag}", chosen + "\n\n" + note)
         if args.digits:
-            write_between(HERE.parent / "digits" / "README.md", "bench-contrastive", blocks["digits"] + "\n\n" + note)
+            write_between(HERE.parent / "digits" / "README.md", f"bench-contrastive-{args.digits_minutes:g}min",
+                          blocks["digits"] + "\n\n" + note)
 
 
 if __name__ == "__main__":
