@@ -59,6 +59,7 @@ def test_benchmark_trains_scores_and_chooses_on_validation(latin, tmp_path):
     cells = [c.strip() for c in rows["input itself"].split("|")[3:6]]
     assert cells == [f"{direct['l1']:.4f}", f"{direct['ssim']:.4f}", f"{direct['top1']:.3f}"]
     assert re.search(r"chosen: \*\*(CycleGAN|CUT|FastCUT)\*\*", r.stdout)
+    assert re.search(r"the input on top-1: CycleGAN [0-2] of 2, CUT [0-2] of 2, FastCUT [0-2] of 2\.", r.stdout)
     assert len(list((tmp_path / "work").glob("*/model.safetensors"))) == 3
     # each run's scores are kept, with no path of the machine in them
     records = sorted((tmp_path / "results").glob("latin-*.json"))
