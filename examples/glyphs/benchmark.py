@@ -55,6 +55,7 @@ from imxlate.families import build_family, family_class
 from imxlate.nets.classifier import load_classifier, train_classifier
 from imxlate.paired import paired_scores
 from imxlate.device import describe_machine
+from imxlate.store import write_atomically
 
 HERE = Path(__file__).parent
 GRID = HERE.parent / "figures" / "glyphs_grid.png"
@@ -139,9 +140,7 @@ def translate_all(tr, x: torch.Tensor, to: str, src: str, batch: int = 64) -> li
 
 
 def write_record(path: Path, record: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    tmp.replace(path)
+    write_atomically(path, lambda f: f.write((json.dumps(record, indent=1) + "\n").encode()))
 
 
 def glyph_scores(model: Path, sets: dict[str, dict]) -> tuple[dict, dict]:
