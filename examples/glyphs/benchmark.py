@@ -104,11 +104,12 @@ def run_dir(work: Path, data: Path, name: str, steps: int, seed: int) -> Path:
     return work / f"{data.name}-{name.lower()}-seed{seed}-{steps}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
 
 
-def train_command(data: Path, domains, size: int, name: str, steps: int, seed: int, out: Path) -> list[str]:
+def train_command(data: Path, domains, size: int, name: str, steps: int, seed: int, out: Path,
+                  device: str = "cpu") -> list[str]:
     family, opts = METHODS[name]
     cmd = [sys.executable, "-m", "imxlate", "train", "--data", str(data), "--domains", *domains, "--model", family,
            "--steps", str(steps), "--batch-size", "1", "--load-size", str(size), "--crop-size", str(size),
-           "--no-flip", "--seed", str(seed), "--device", "cpu", "--workers", "0", "--save-every", "100000",
+           "--no-flip", "--seed", str(seed), "--device", device, "--workers", "0", "--save-every", "100000",
            "--sample-every", str(max(steps // 4, 1)), "--log-every", "50", "--out", str(out), "--quiet"]
     for k, v in {**NETS, **opts}.items():
         cmd += [f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)])
@@ -255,6 +256,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("runs/benchmark"), help="run folders (large; not kept)")
     ap.add_argument("--results", type=Path, default=HERE / "results",
                     help="the budgets and one record of scores per finished run (small; kept in the repository)")
+    ap.add_argument("--device", default="cpu",
+                    help="where the runs train (cuda: the same step counts, many runs at once; the records say so)")
     ap.add_argument("--no-train", action="store_true",
                     help="start no training: score the finished runs found in --work and draw the tables")
     ap.add_argument("--write", action="store_true", help="write the tables into the READMEs and draw the grid")
@@ -262,7 +265,8 @@ def main() -> None:
     torch.set_num_threads(1)
     args.work.mkdir(parents=True, exist_ok=True)
     args.results.mkdir(parents=True, exist_ok=True)
-    say(f"machine: {describe_machine()}")
+    machine = describe_machine(torch.device(args.device))
+    say(f"machine: {machine}")
 
     jobs = []  # (data set, method, seed, data, domains, size, steps)
     budgets = {}
@@ -332,13 +336,13 @@ def main() -> None:
             if args.no_train:
                 return
             t0 = time.perf_counter()
-            run(train_command(data, domains, size, name, steps, seed, out), out)
+            run(train_command(data, domains, size, name, steps, seed, out, args.device), out)
             say(f"{label} {name} seed {seed}: {steps} steps, {time.perf_counter() - t0:.0f} s wall")
         scores, fakes = score(label, model)
         if seed == 0:
             shown.setdefault(label, {})[name] = fakes
         records[job[:3]] = {"data": label, "method": name, "seed": seed, "steps": steps, "size": size,
-                            "nets": NETS, "options": METHODS[name][1], "machine": describe_machine(),
+                            "nets": NETS, "options": METHODS[name][1], "machine": machine,
                             "imxlate": imxlate.__version__, "scores": scores}
         if not path.is_file():
             write_record(path, records[job[:3]])
