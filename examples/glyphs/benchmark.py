@@ -28,7 +28,7 @@ Scores, per direction:
   input's digit (examples/digits: classifiers trained on each domain's training images).
 
 --write puts the tables into examples/glyphs/README.md and examples/digits/README.md (between markers) and
-draws examples/figures/glyphs_grid.png.
+draws examples/figures/glyphs_grid-<minutes>min.png.
 """
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ from imxlate.device import describe_machine
 from imxlate.store import write_atomically
 
 HERE = Path(__file__).parent
-GRID = HERE.parent / "figures" / "glyphs_grid.png"
+FIGURES = HERE.parent / "figures"
 METHODS = {"CycleGAN": ("cyclegan", {}), "CUT": ("cut", {"bidirectional": True}),
            "FastCUT": ("fastcut", {"bidirectional": True})}
 NETS = {"ngf": 32, "ndf": 32, "n_blocks": 6}
@@ -380,7 +380,7 @@ def main() -> None:
                 inputs, _, targets = split["test"][(a, b)]
                 rows += [(f"{a} (input)", inputs[:n])] + [(m, shown[pair][m][(a, b)][:n]) for m in METHODS]
                 rows += [(f"{b} (truth)", targets[:n])]
-            draw_grid(rows, GRID)
+            draw_grid(rows, FIGURES / f"glyphs_grid-{args.minutes:g}min.png")
         elif args.write and pair == args.pairs[0]:
             say(f"grid not drawn: the seed-0 models of every method are not all in {args.work}")
 
