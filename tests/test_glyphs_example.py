@@ -46,7 +46,7 @@ def test_split_is_disjoint_and_paired(latin):
 def test_benchmark_trains_scores_and_chooses_on_validation(latin, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = [sys.executable, ROOT / "examples/glyphs/benchmark.py", "--glyphs", latin, "--pairs", "latin",
-            "--steps", "2", "--jobs", "1", "--results", tmp_path / "results"]
+            "--steps", "2", "--jobs", "2", "--results", tmp_path / "results"]
     r = subprocess.run(args + ["--seeds", "1", "--work", tmp_path / "work"], capture_output=True, text=True,
                        timeout=600, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
