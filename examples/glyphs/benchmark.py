@@ -209,9 +209,9 @@ def beats_line(directions, scores: dict, base: dict) -> str:
         return (s["l1"] < min(inp[k]["l1"], blank[k]["l1"]) and s["ssim"] > max(inp[k]["ssim"], blank[k]["ssim"])
                 and s["top1"] > inp[k]["top1"])
     counts = [f"{name} {sum(beats(s[k], k) for s in per_seed for k in directions)} of {len(per_seed) * len(directions)}"
-              for name, per_seed in scores.items()]
+              for name, per_seed in scores.items() if per_seed]
     return ("Runs (seed and direction) that beat the input and a blank page on L1 and SSIM and the input on "
-            "top-1: " + ", ".join(counts) + ".")
+            "top-1: " + (", ".join(counts) or "none run yet") + ".")
 
 
 def write_between(readme: Path, tag: str, block: str) -> None:
