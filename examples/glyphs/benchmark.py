@@ -359,6 +359,7 @@ def main() -> None:
         return name if n == args.seeds else f"{name} ({n} of {args.seeds} seeds)"
 
     blocks, choice = {}, {}
+    budget_tag = f"{args.minutes:g}min"  # names this budget's README markers and grid
     for pair, split in sets.items():
         domains = PAIRS[pair]
         directions = [domains, domains[::-1]]
@@ -373,14 +374,13 @@ def main() -> None:
         base = baselines(split["test"])
         blocks[pair] = glyph_table(pair, directions, scores, base, steps) + "\n\n" + beats_line(directions, scores, base)
         if args.write and pair == args.pairs[0] and set(shown.get(pair, {})) == set(METHODS):
-            s, d = domains
             n = 10
             rows = []
             for a, b in (domains, domains[::-1]):
                 inputs, _, targets = split["test"][(a, b)]
                 rows += [(f"{a} (input)", inputs[:n])] + [(m, shown[pair][m][(a, b)][:n]) for m in METHODS]
                 rows += [(f"{b} (truth)", targets[:n])]
-            draw_grid(rows, FIGURES / f"glyphs_grid-{args.minutes:g}min.png")
+            draw_grid(rows, FIGURES / f"glyphs_grid-{budget_tag}.png")
         elif args.write and pair == args.pairs[0]:
             say(f"grid not drawn: the seed-0 models of every method are not all in {args.work}")
 
@@ -413,11 +413,10 @@ def main() -> None:
     say(note)
     if args.write:
         readme = HERE / "README.md"
-        tag = f"{args.minutes:g}min"
         for pair in sets:
-            write_between(readme, f"bench-{pair}-{tag}", blocks[pair])
+            write_between(readme, f"bench-{pair}-{budget_tag}", blocks[pair])
         if sets:
-            write_between(readme, f"bench-choice-{tag}", chosen + "\n\n" + note)
+            write_between(readme, f"bench-choice-{budget_tag}", chosen + "\n\n" + note)
         if args.digits:
             write_between(HERE.parent / "digits" / "README.md", f"bench-contrastive-{args.digits_minutes:g}min",
                           blocks["digits"] + "\n\n" + note)
