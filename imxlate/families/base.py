@@ -33,6 +33,14 @@ def choice(name: str, value, allowed) -> None:
         raise ImxlateError(f"--{name.replace('_', '-')} {value}: choose from {', '.join(allowed)}")
 
 
+def check_patch_size(crop_size: int, n_layers: int) -> None:
+    """Refuse a crop smaller than the PatchGAN discriminator takes (it would fail inside its norm layer)."""
+    least = PatchDiscriminator.smallest_input(n_layers)
+    if crop_size < least:
+        raise ImxlateError(f"--crop-size {crop_size}: the PatchGAN discriminator (--n-layers-d {n_layers}) needs "
+                           f"{least} px or more; raise --crop-size (and --load-size) or lower --n-layers-d")
+
+
 def critic_steps(cfg) -> None:
     """WGAN-GP paper: 5 critic steps per generator step, unless --n-critic says otherwise."""
     if cfg.gan_loss == "wgan-gp" and cfg.n_critic == 1:
@@ -55,11 +63,12 @@ class ResnetGANOptions:
     beta1: float = 0.5
     beta2: float = 0.999
 
-    def check_nets(self, gan_losses=GAN_LOSSES) -> None:
-        """Refuse unknown choices of the shared options."""
+    def check_nets(self, crop_size: int, gan_losses=GAN_LOSSES) -> None:
+        """Refuse unknown choices of the shared options and a crop too small for the discriminator."""
         choice("gan_loss", self.gan_loss, gan_losses)
         choice("norm", self.norm, NORMS)
         choice("upsample", self.upsample, ("transpose", "resize"))
+        check_patch_size(crop_size, self.n_layers_d)
 
     def patch_discriminator(self) -> nn.Module:
         return init_weights(PatchDiscriminator(3, self.ndf, self.n_layers_d, self.norm, self.spectral_norm))

@@ -60,7 +60,7 @@ class CUT(Family):
 
     @classmethod
     def resolve_config(cls, cfg, train_cfg):
-        cfg.check_nets(("lsgan", "vanilla", "hinge"))
+        cfg.check_nets(train_cfg.crop_size, ("lsgan", "vanilla", "hinge"))
         if cfg.n_blocks is None:
             cfg.n_blocks = default_blocks(train_cfg.crop_size)
         layers, last = cfg.layers(), 9 + cfg.n_blocks  # the encoder: stem 0-3, downsampling 4-9, residual blocks 10 ..

@@ -46,7 +46,7 @@ class CycleGAN(Family):
         if cfg.one_way:
             raise ImxlateError("--one-way marks a single imported generator; CycleGAN training needs both directions")
         choice("generator", cfg.generator, ("resnet", "unet"))
-        cfg.check_nets()
+        cfg.check_nets(train_cfg.crop_size)
         if (cfg.generator == "unet" and cfg.n_blocks is not None) or (cfg.generator == "resnet" and cfg.n_downs):
             raise ImxlateError("--n-blocks sets a ResNet generator, --n-downs a U-Net; give the one that "
                                "matches --generator")

@@ -25,7 +25,7 @@ from ..nets.common import NORMS, init_weights
 from ..nets.patchgan import PatchDiscriminator
 from ..nets.unit import Decoder, Encoder, LatentDiscriminator, code_channels, residual_blocks
 from ..perceptual import PerceptualOptions, perceptual_from_config, record_perceptual
-from .base import Family, choice, critic_steps
+from .base import Family, check_patch_size, choice, critic_steps
 
 
 @dataclass
@@ -87,6 +87,7 @@ class SharedLatent(Family):
                 raise ImxlateError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: weights are 0 (off) or positive")
         if train_cfg.crop_size % cls.size_multiple:
             raise ImxlateError(f"--crop-size {train_cfg.crop_size}: use a multiple of {cls.size_multiple}")
+        check_patch_size(train_cfg.crop_size, cfg.n_layers_d)
         critic_steps(cfg)
         record_perceptual(cfg)  # a missing or unknown file stops here, before the run folder exists
         return cfg

@@ -25,5 +25,10 @@ class PatchDiscriminator(nn.Module):
         if spectral_norm:
             apply_spectral_norm(self)
 
+    @staticmethod
+    def smallest_input(n_layers: int) -> int:
+        """The least image size it takes: its last normalised layer must keep more than one position."""
+        return 3 * 2**n_layers
+
     def forward(self, x):
         return self.model(x)
