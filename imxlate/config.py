@@ -27,9 +27,13 @@ class TrainConfig:
                 "CUT and FastCUT on held-out glyph styles (examples/glyphs)"})
     out: str | None = field(default=None, metadata={"help": "run folder (default runs/<a>2<b>, numbered if taken)"})
     steps: int | None = field(default=None, metadata={
-        "help": "stop after N iterations (the schedule is unchanged) and finish as a full run does"})
-    epochs: int | None = field(default=None, metadata={"help": "epochs at the initial learning rate (CycleGAN: 100)"})
-    epochs_decay: int | None = field(default=None, metadata={"help": "epochs of linear decay to zero (CycleGAN: 100)"})
+        "help": "train N iterations, the learning-rate schedule fitted into them (constant for the --epochs "
+                "share, then linear decay to zero over the --epochs-decay share); without it the run lasts "
+                "--epochs + --epochs-decay epochs"})
+    epochs: int | None = field(default=None, metadata={
+        "help": "epochs at the initial learning rate (CycleGAN: 100); with --steps, the constant share"})
+    epochs_decay: int | None = field(default=None, metadata={
+        "help": "epochs of linear decay to zero (CycleGAN: 100); with --steps, the decaying share"})
     batch_size: int | None = field(default=None, metadata={"help": "images per domain per step, per rank"})
     load_size: int | None = field(default=None, metadata={"help": "resize to this before cropping (CycleGAN: 286)"})
     crop_size: int | None = field(default=None, metadata={"help": "training image size (CycleGAN: 256)"})

@@ -154,6 +154,14 @@ def _kv(d: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in d.items()) if isinstance(d, dict) else ""
 
 
+def _schedule(lr: dict | None, cfg: dict) -> str | None:
+    """The learning-rate schedule as trained (recorded since --steps fits it), else as the options describe it."""
+    if lr:
+        return (f"constant for {lr['constant_steps']} steps, then linear decay to zero at step {lr['zero_at_step']}"
+                if lr["zero_at_step"] > lr["constant_steps"] else "constant")
+    return f"{cfg.get('epochs')} epochs constant + {cfg.get('epochs_decay')} decaying" if cfg else None
+
+
 def recipe(state: dict, model: dict) -> list[tuple[str, object]]:
     """The rows of the recipe table: what was trained, on what, how, where and how long."""
     cfg = state.get("train_config") or (model.get("training") or {}).get("config") or {}
@@ -168,8 +176,7 @@ def recipe(state: dict, model: dict) -> list[tuple[str, object]]:
                            f"preprocess {cfg.get('preprocess')}" if cfg else model.get("image_size")),
             ("steps", f"{step} of {stop}" if step is not None else None),
             ("batch", f"{cfg.get('batch_size')} x {state.get('world_size', 1)} rank(s)" if cfg else None),
-            ("schedule", f"{cfg.get('epochs')} epochs + {cfg.get('epochs_decay')} with decaying learning rate"
-             if cfg else None),
+            ("learning rate", _schedule(state.get("lr_schedule") or training.get("lr_schedule"), cfg)),
             ("seed", cfg.get("seed")),
             ("family options", _kv(state.get("family_config") or model.get("config") or {}))]
     for name, folder in data.items():

@@ -206,10 +206,11 @@ class Run:
         self.dataset = UnpairedDataset(self.domains, Transform(cfg.load_size, cfg.crop_size, cfg.preprocess,
                                                                not cfg.no_flip), cfg.seed)
         self.steps_per_epoch = math.ceil(len(self.dataset) / (cfg.batch_size * world))
-        self.schedule_total = (cfg.epochs + cfg.epochs_decay) * self.steps_per_epoch
-        self.decay_start = cfg.epochs * self.steps_per_epoch
-        main_steps = min(cfg.steps, self.schedule_total) if cfg.steps else self.schedule_total
-        self.stages = self.family.stages(main_steps)
+        # The schedule: constant, then linear decay to zero, in the shares --epochs : --epochs-decay, over
+        # --steps iterations when given (any budget ends its schedule), else over those epochs.
+        self.schedule_total = cfg.steps or (cfg.epochs + cfg.epochs_decay) * self.steps_per_epoch
+        self.decay_start = self.schedule_total * cfg.epochs // (cfg.epochs + cfg.epochs_decay)
+        self.stages = self.family.stages(self.schedule_total)
         self.stop = sum(n for _, n in self.stages)
         self.step, self.elapsed = 0, 0.0
         self.watch = CollapseWatch()
@@ -217,6 +218,7 @@ class Run:
         self.meta = {"family": plan.fam_cls.name, "family_config": to_dict(plan.fam_cfg), "train_config": to_dict(cfg),
                      "domains": cfg.domains, "classes": classes, "image_size": cfg.crop_size, "world_size": world,
                      "data": {d.name: str(d.root.resolve()) for d in self.domains}, "stop": self.stop,
+                     "lr_schedule": {"constant_steps": self.decay_start, "zero_at_step": self.schedule_total},
                      "images": {d.name: len(d) for d in self.domains}, "device": str(self.device)}
 
     def _family(self, plan: Plan, classes: dict):
@@ -298,6 +300,7 @@ class Run:
                              training={"steps": self.step, "planned_steps": self.stop,
                                        "epochs": round(self.step / self.steps_per_epoch, 3),
                                        "batch_size": cfg.batch_size, "global_batch": cfg.batch_size * self.world,
+                                       "lr_schedule": self.meta["lr_schedule"],
                                        "seed": cfg.seed, "wall_time_s": round(self.elapsed, 1),
                                        "device": str(self.device), "config": to_dict(cfg)},
                              data=self.meta["data"])

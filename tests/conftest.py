@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -49,3 +50,21 @@ def cli(*args, ok=True):
     if ok:
         assert result.exit_code == 0, result.output
     return result
+
+
+def interrupt_at(monkeypatch, step: int) -> None:
+    """A Ctrl-C as training step `step` ends, once, in in-process runs: the run saves its checkpoint and stops
+    as it does for a user. Resumed with the same --steps, it must equal a straight run (a run stopped by a
+    smaller --steps would not: --steps fits the learning-rate schedule into the run)."""
+    from imxlate.train import Run
+
+    original, fired = Run.iterate, []
+
+    def iterate(self, batch):
+        losses = original(self, batch)
+        if self.step == step and not fired:
+            fired.append(step)
+            signal.raise_signal(signal.SIGINT)
+        return losses
+
+    monkeypatch.setattr(Run, "iterate", iterate)

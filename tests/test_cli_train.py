@@ -41,3 +41,26 @@ def test_typed_values_reach_the_run(tmp_path, monkeypatch):
     assert meta["domains"] == ["a", "b", "c"] and meta["family"] == "stargan"
     assert (cfg["seed"], cfg["no_flip"], cfg["crop_size"], cfg["steps"], cfg["workers"]) == (7, True, 16, 1, 0)
     assert (meta["config"]["ngf"], meta["config"]["n_blocks"]) == (4, 1)
+
+
+def test_the_schedule_is_fitted_into_steps(tmp_path, monkeypatch):
+    """Constant, then linear decay to zero, in the shares --epochs : --epochs-decay: over --steps when given
+    (CycleGAN's 100 : 100 and FastCUT's 150 : 50), else over the epochs (5 images: 5 steps per epoch)."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("a", "b"):
+        write_images(tmp_path / name, 5, sizes=((24, 24),), seed=len(name))
+
+    def factors(out, *args):
+        r = CliRunner().invoke(app, ["train", "--domains", "a", "b", "--ngf", "4", "--ndf", "4", "--n-blocks", "1",
+                                     "--crop-size", "24", "--load-size", "24", "--workers", "0", "--log-every", "1",
+                                     "--out", out, "--quiet", *args])
+        assert r.exit_code == 0, r.output
+        lines = [json.loads(x) for x in (tmp_path / out / "log.jsonl").read_text().splitlines()]
+        return [round(e["lr_factor"], 9) for e in lines if "lr_factor" in e]
+
+    assert factors("cyclegan", "--steps", "8") == [1, 1, 1, 1, 1, 0.75, 0.5, 0.25]
+    assert factors("fastcut", "--steps", "8", "--model", "fastcut", "--num-patches", "4") == [1] * 7 + [0.5]
+    assert factors("epochs", "--epochs", "1", "--epochs-decay", "1") == [1] * 6 + [0.8, 0.6, 0.4, 0.2]
+    assert factors("constant", "--steps", "4", "--epochs-decay", "0") == [1] * 4

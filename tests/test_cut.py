@@ -16,7 +16,7 @@ from imxlate.families.cut import CUT, CUTConfig, FastCUT, FastCUTConfig
 from imxlate.nets.common import param_count, sequential_features
 from imxlate.nets.resnet import ResnetBlock
 
-from conftest import cli
+from conftest import cli, interrupt_at
 
 TINY = ["--crop-size", "32", "--load-size", "36", "--ngf", "8", "--ndf", "8", "--n-blocks", "2", "--num-patches", "16",
         "--quiet"]
@@ -86,8 +86,9 @@ def test_train_resume_translate_export_through_the_cli(two_domains, monkeypatch,
     monkeypatch.chdir(two_domains)
     common = ["--domains", "photos", "vangogh", "--model", model, "--workers", "0", *TINY]
     cli("train", *common, "--steps", "4", "--out", "straight")
-    cli("train", *common, "--steps", "2", "--out", "split")
-    cli("train", "--resume", "split", "--steps", "4", "--quiet")
+    interrupt_at(monkeypatch, 2)
+    assert "interrupted at step 2" in cli("train", *common, "--steps", "4", "--out", "split", ok=False).output
+    cli("train", "--resume", "split", "--quiet")
     a = store.load_checkpoint("straight/checkpoint.safetensors")["family_state"]
     b = store.load_checkpoint("split/checkpoint.safetensors")["family_state"]
     for net in ("G_ab", "D_b", "F_ab"):

@@ -21,7 +21,7 @@ from imxlate.nets.patchgan import PatchDiscriminator
 from imxlate.nets.resnet import ResnetGenerator
 from imxlate.nets.unet import UnetGenerator
 
-from conftest import cli, write_images
+from conftest import cli, interrupt_at, write_images
 
 TINY = ["--crop-size", "32", "--load-size", "36", "--ngf", "8", "--ndf", "8", "--n-blocks", "2", "--quiet"]
 
@@ -128,8 +128,9 @@ def test_resume_is_bit_identical(two_domains, monkeypatch, workers, ema):
     monkeypatch.chdir(two_domains)
     common = ["--domains", "photos", "vangogh", "--workers", workers, "--dropout", "--ema", ema, *TINY]
     cli("train", *common, "--steps", "5", "--out", "straight")
-    cli("train", *common, "--steps", "2", "--out", "split")
-    cli("train", "--resume", "split", "--steps", "5", "--workers", workers, "--quiet")
+    interrupt_at(monkeypatch, 2)
+    assert "interrupted at step 2" in cli("train", *common, "--steps", "5", "--out", "split", ok=False).output
+    cli("train", "--resume", "split", "--workers", workers, "--quiet")
     a, b = store.load_checkpoint("straight/checkpoint.safetensors"), store.load_checkpoint("split/checkpoint.safetensors")
     assert a["step"] == b["step"] == 5
 

@@ -18,7 +18,7 @@ from imxlate.nets.common import param_count
 from imxlate.nets.discogan import EncoderDecoderGenerator
 from imxlate.nets.stargan import StarGenerator
 
-from conftest import write_images
+from conftest import interrupt_at, write_images
 
 runner = CliRunner()
 TINY = {"discogan": ["--ngf", "4", "--ndf", "4"], "gan": ["--ngf", "4", "--ndf", "4"],
@@ -57,13 +57,14 @@ def data(tmp_path):
 
 
 @pytest.mark.parametrize("model,domains,steps", [("discogan", "ab", 5), ("stargan", "abc", 6)])
-def test_train_resume_exactly_load_and_translate(data, model, domains, steps):
-    # 2 steps per epoch: stopping after 3 resumes mid-epoch. StarGAN: 5 critic steps per G step
+def test_train_resume_exactly_load_and_translate(data, model, domains, steps, monkeypatch):
+    # 2 steps per epoch: a Ctrl-C after 3 resumes mid-epoch. StarGAN: 5 critic steps per G step
     # (wgan-gp), so 6 steps hold two G updates, the second after the resume.
     full, part = data / "full", data / "part"
     train(data, model, domains, full, steps)
-    train(data, model, domains, part, 3)
-    cli("train", "--resume", part, "--steps", steps, "--workers", 0, "--quiet")
+    interrupt_at(monkeypatch, 3)
+    assert "interrupted at step 3" in train(data, model, domains, part, steps, code=2).output
+    cli("train", "--resume", part, "--workers", 0, "--quiet")
     a = store.load_checkpoint(full / "checkpoint.safetensors")
     b = store.load_checkpoint(part / "checkpoint.safetensors")
     assert a["step"] == b["step"] == steps

@@ -15,6 +15,8 @@ from imxlate import store
 from imxlate.cli import app
 from imxlate.health import D_NEAR_ZERO, PATIENCE, CollapseWatch
 
+from conftest import interrupt_at
+
 runner = CliRunner()
 
 
@@ -75,8 +77,9 @@ def test_looking_at_translations_keeps_resume_exact(two_domains, monkeypatch):
     common = ["--domains", "photos", "vangogh", "--crop-size", "32", "--load-size", "36", "--ngf", "8", "--ndf", "8",
               "--n-blocks", "1", "--norm", "batch", "--dropout", "--batch-size", "2", "--workers", "0", "--quiet"]
     assert runner.invoke(app, ["train", *common, "--steps", "30", "--out", "straight"]).exit_code == 0
-    assert runner.invoke(app, ["train", *common, "--steps", "20", "--out", "split"]).exit_code == 0
-    assert runner.invoke(app, ["train", "--resume", "split", "--steps", "30", "--quiet"]).exit_code == 0
+    interrupt_at(monkeypatch, 20)
+    assert runner.invoke(app, ["train", *common, "--steps", "30", "--out", "split"]).exit_code == 2
+    assert runner.invoke(app, ["train", "--resume", "split", "--quiet"]).exit_code == 0
     a = store.load_checkpoint("straight/checkpoint.safetensors")["family_state"]["nets"]
     b = store.load_checkpoint("split/checkpoint.safetensors")["family_state"]["nets"]
     for net in a:
