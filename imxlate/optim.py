@@ -24,6 +24,13 @@ def linear_decay(step: int, total: int, decay_start: int) -> float:
     return max(0.0, 1.0 - (step - decay_start) / (total - decay_start))
 
 
+def describe_schedule(lr: dict) -> str:
+    """A run's recorded schedule ({"constant_steps", "zero_at_step"}) in words."""
+    if lr["zero_at_step"] > lr["constant_steps"]:
+        return f"constant for {lr['constant_steps']} steps, then linear decay to zero at step {lr['zero_at_step']}"
+    return "constant"
+
+
 class Optimizers(dict):
     """Named optimizers (e.g. 'G' and 'D') with the run's precision (--amp) and gradient accumulation."""
 

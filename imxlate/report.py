@@ -19,6 +19,7 @@ from pathlib import Path
 
 from . import store
 from .errors import ImxlateError
+from .optim import describe_schedule
 from .store import CHECKPOINT, MODEL
 
 REPORT = "report.html"
@@ -157,8 +158,7 @@ def _kv(d: dict) -> str:
 def _schedule(lr: dict | None, cfg: dict) -> str | None:
     """The learning-rate schedule as trained (recorded since --steps fits it), else as the options describe it."""
     if lr:
-        return (f"constant for {lr['constant_steps']} steps, then linear decay to zero at step {lr['zero_at_step']}"
-                if lr["zero_at_step"] > lr["constant_steps"] else "constant")
+        return describe_schedule(lr)
     return f"{cfg.get('epochs')} epochs constant + {cfg.get('epochs_decay')} decaying" if cfg else None
 
 

@@ -29,6 +29,7 @@ from .errors import ImxlateError
 from .families import family_class
 from .averaging import MovingAverage
 from .health import CHECK_EVERY, CollapseWatch, look
+from .optim import describe_schedule
 from .report import loss_group, write_report
 from .nets.common import param_count
 
@@ -264,7 +265,8 @@ class Run:
                                                  if self.world > 1 else ""))
             self.say(f"Family: {family.name}; networks: {sizes} parameters")
         self.say(f"Training {self.stop} steps ({self.steps_per_epoch} per epoch, batch {cfg.batch_size}, "
-                 f"{cfg.crop_size}px); stages: {', '.join(f'{n} {s}' for n, s in self.stages)}"
+                 f"{cfg.crop_size}px); stages: {', '.join(f'{n} {s}' for n, s in self.stages)}; "
+                 f"learning rate {describe_schedule(self.meta['lr_schedule'])}"
                  + ("" if self.state else upscale_note(self.domains, cfg.crop_size, cfg.preprocess)))
         self.fixed = {d.name: torch.stack([to_tensor(load_rgb(p).resize((cfg.crop_size, cfg.crop_size)))
                                            for p in d.paths[:4]]) for d in self.domains}
