@@ -45,7 +45,8 @@ def test_typed_values_reach_the_run(tmp_path, monkeypatch):
 
 def test_the_schedule_is_fitted_into_steps(tmp_path, monkeypatch):
     """Constant, then linear decay to zero, in the shares --epochs : --epochs-decay: over --steps when given
-    (CycleGAN's 100 : 100 and FastCUT's 150 : 50), else over the epochs (5 images: 5 steps per epoch)."""
+    (CycleGAN's 100 : 100 and FastCUT's 150 : 50), else over the epochs (5 images: 5 steps per epoch); a
+    resume with more --steps fits it into the new length."""
     import json
 
     monkeypatch.chdir(tmp_path)
@@ -53,9 +54,9 @@ def test_the_schedule_is_fitted_into_steps(tmp_path, monkeypatch):
         write_images(tmp_path / name, 5, sizes=((24, 24),), seed=len(name))
 
     def factors(out, *args):
-        r = CliRunner().invoke(app, ["train", "--domains", "a", "b", "--ngf", "4", "--ndf", "4", "--n-blocks", "1",
-                                     "--crop-size", "24", "--load-size", "24", "--workers", "0", "--log-every", "1",
-                                     "--out", out, "--quiet", *args])
+        new = [] if "--resume" in args else ["--domains", "a", "b", "--ngf", "4", "--ndf", "4", "--n-blocks", "1",
+                                             "--crop-size", "24", "--load-size", "24", "--log-every", "1", "--out", out]
+        r = CliRunner().invoke(app, ["train", *new, "--workers", "0", "--quiet", *args])
         assert r.exit_code == 0, r.output
         lines = [json.loads(x) for x in (tmp_path / out / "log.jsonl").read_text().splitlines()]
         return [round(e["lr_factor"], 9) for e in lines if "lr_factor" in e]
@@ -64,3 +65,7 @@ def test_the_schedule_is_fitted_into_steps(tmp_path, monkeypatch):
     assert factors("fastcut", "--steps", "8", "--model", "fastcut", "--num-patches", "4") == [1] * 7 + [0.5]
     assert factors("epochs", "--epochs", "1", "--epochs-decay", "1") == [1] * 6 + [0.8, 0.6, 0.4, 0.2]
     assert factors("constant", "--steps", "4", "--epochs-decay", "0") == [1] * 4
+    # a finished run resumed with more --steps re-fits the decay into the new length
+    # (steps 9-12 of 12: decay from step 6, so 4/6 .. 1/6 left)
+    assert factors("cyclegan", "--resume", "cyclegan", "--steps", "12") == [1, 1, 1, 1, 1, 0.75, 0.5, 0.25,
+                                                                         *(round(k / 6, 9) for k in (4, 3, 2, 1))]
