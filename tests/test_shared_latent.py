@@ -16,7 +16,7 @@ from imxlate.config import TrainConfig
 from imxlate.families.shared_latent import SharedLatent, SharedLatentConfig
 from imxlate.nets.classifier import train_classifier
 
-from conftest import write_images
+from conftest import interrupt_at, write_images
 
 runner = CliRunner()
 TINY = ["--ngf", "4", "--ndf", "4", "--n-blocks", "2", "--crop-size", "32", "--load-size", "36",
@@ -52,14 +52,15 @@ def tiny_family(**options) -> SharedLatent:
     return SharedLatent(cfg, ["a", "b"], 32)
 
 
-def test_every_constraint_trains_resumes_exactly_loads_and_translates_both_ways(data):
+def test_every_constraint_trains_resumes_exactly_loads_and_translates_both_ways(data, monkeypatch):
     every = ["--shared-layers", 1, "--kl-weight", 0.01, "--latent-adversarial", 1, "--cycle-weight", 10,
              "--semantic-weight", 1, "--perceptual-weight", 1, "--perceptual-net", data / "clf.safetensors"]
     train = ("train", "--model", "shared-latent", "--data", data, "--domains", "a", "b", *TINY, *every)
-    # 2 steps per epoch: stopping after 3 resumes mid-epoch.
+    # 2 steps per epoch: a Ctrl-C after 3 resumes mid-epoch.
     cli(*train, "--out", data / "full", "--steps", 5)
-    cli(*train, "--out", data / "part", "--steps", 3)
-    cli("train", "--resume", data / "part", "--steps", 5, "--workers", 0, "--quiet")
+    interrupt_at(monkeypatch, 3)
+    assert "interrupted at step 3" in cli(*train, "--out", data / "part", "--steps", 5, code=2).output
+    cli("train", "--resume", data / "part", "--workers", 0, "--quiet")
     a = store.load_checkpoint(data / "full" / "checkpoint.safetensors")
     b = store.load_checkpoint(data / "part" / "checkpoint.safetensors")
     assert a["step"] == b["step"] == 5
