@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ from imxlate.families.base import config_from
 from imxlate.families.latent_mapping import LatentMapping, LatentMappingConfig, pair_matrix, parse_class_map
 from imxlate.nets.vae import CodeMapper
 
-from conftest import write_images
+from conftest import interrupt_at, write_images
 
 runner = CliRunner()
 TINY = ["--nf", "4", "--z-dim", "4", "--hidden", "8", "--layers", "1"]
@@ -83,19 +82,10 @@ def test_two_stages_resume_exactly_in_each_and_translate(data, monkeypatch):
     assert len(lines) == 6 and all('"kl_a"' in x for x in lines[:3]) and all('"D_b"' in x for x in lines[3:])
 
     # Stage 1: a real Ctrl-C after the first step; the checkpoint it writes resumes exactly.
-    original = LatentMapping.train_step
-
-    def interrupt_once(self, batch, step):
-        losses = original(self, batch, step)
-        if step == 0:
-            signal.raise_signal(signal.SIGINT)
-        return losses
-
-    monkeypatch.setattr(LatentMapping, "train_step", interrupt_once)
+    interrupt_at(monkeypatch, 1)
     stage1 = data / "stage1"
     r = train(data, stage1, 3, 3, code=2)
     assert "interrupted at step 1" in r.output
-    monkeypatch.setattr(LatentMapping, "train_step", original)
     cli("train", "--resume", stage1, "--steps", 3, "--workers", 0, "--quiet")
     assert_same_checkpoints(full, stage1, 6)
 

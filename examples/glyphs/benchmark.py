@@ -8,8 +8,9 @@ Every method trains both directions (CUT and FastCUT with --bidirectional) with 
 generators, ngf 32, 6 residual blocks, instance norm; PatchGANs with ndf 32), batch 1, no flips, the same
 seeds. The budget is CPU time on one thread: each method's seconds per step are measured first, the three
 interleaved in one process (medians), and each run gets budget / (seconds per step) steps at a constant
-learning rate (--epochs-decay 0: the records were made so, before --steps fitted a decay into the run). Runs go as `imxlate train` subprocesses, --jobs at a time, one thread each, and are kept under
---work and reused when the settings match.
+learning rate (--epochs-decay 0: the records were made so, before --steps fitted a decay into the run). Runs
+go as `imxlate train` subprocesses, --jobs at a time, one thread each, and are kept under --work and reused
+when the settings match.
 
 Runs are long (27 runs of 20 minutes are 9 hours of one thread), so the benchmark is built to be finished in
 parts: the step counts of a budget are measured once and kept in RESULTS/budgets.json, each run is scored as
@@ -108,8 +109,8 @@ def train_command(data: Path, domains, size: int, name: str, steps: int, seed: i
                   device: str = "cpu") -> list[str]:
     family, opts = METHODS[name]
     cmd = [sys.executable, "-m", "imxlate", "train", "--data", str(data), "--domains", *domains, "--model", family,
-           "--steps", str(steps), "--epochs-decay", "0", "--batch-size", "1", "--load-size", str(size), "--crop-size", str(size),
-           "--no-flip", "--seed", str(seed), "--device", device, "--workers", "0", "--save-every", "100000",
+           "--steps", str(steps), "--epochs-decay", "0", "--batch-size", "1", "--load-size", str(size),
+           "--crop-size", str(size), "--no-flip", "--seed", str(seed), "--device", device, "--workers", "0", "--save-every", "100000",
            "--sample-every", str(max(steps // 4, 1)), "--log-every", "50", "--out", str(out), "--quiet"]
     for k, v in {**NETS, **opts}.items():
         cmd += [f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)])

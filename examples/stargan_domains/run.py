@@ -120,8 +120,8 @@ def train_command(data: Path, domains, family: str, nets: dict, steps: int, seed
     """`imxlate train` of one run: batch 1 per domain, 32 px, no flips, steps at a constant learning rate
     (as the tables were made)."""
     cmd = [sys.executable, "-m", "imxlate", "train", "--data", str(data / "train"), "--domains", *domains,
-           "--model", family, "--steps", str(steps), "--epochs-decay", "0", "--batch-size", "1", "--load-size", str(SIZE),
-           "--crop-size", str(SIZE), "--no-flip", "--seed", str(seed), "--device", "cpu", "--workers", "0",
+           "--model", family, "--steps", str(steps), "--epochs-decay", "0", "--batch-size", "1",
+           "--load-size", str(SIZE), "--crop-size", str(SIZE), "--no-flip", "--seed", str(seed), "--device", "cpu", "--workers", "0",
            "--save-every", "100000", "--sample-every", str(max(steps // 4, 1)), "--log-every", "50",
            "--out", str(out), "--quiet"]
     for k, v in nets.items():
