@@ -110,8 +110,9 @@ def train_command(data: Path, domains, size: int, name: str, steps: int, seed: i
     family, opts = METHODS[name]
     cmd = [sys.executable, "-m", "imxlate", "train", "--data", str(data), "--domains", *domains, "--model", family,
            "--steps", str(steps), "--epochs-decay", "0", "--batch-size", "1", "--load-size", str(size),
-           "--crop-size", str(size), "--no-flip", "--seed", str(seed), "--device", device, "--workers", "0", "--save-every", "100000",
-           "--sample-every", str(max(steps // 4, 1)), "--log-every", "50", "--out", str(out), "--quiet"]
+           "--crop-size", str(size), "--no-flip", "--seed", str(seed), "--device", device, "--workers", "0",
+           "--save-every", "100000", "--sample-every", str(max(steps // 4, 1)), "--log-every", "50",
+           "--out", str(out), "--quiet"]
     for k, v in {**NETS, **opts}.items():
         cmd += [f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)])
     return cmd

@@ -121,8 +121,8 @@ def train_command(data: Path, domains, family: str, nets: dict, steps: int, seed
     (as the tables were made)."""
     cmd = [sys.executable, "-m", "imxlate", "train", "--data", str(data / "train"), "--domains", *domains,
            "--model", family, "--steps", str(steps), "--epochs-decay", "0", "--batch-size", "1",
-           "--load-size", str(SIZE), "--crop-size", str(SIZE), "--no-flip", "--seed", str(seed), "--device", "cpu", "--workers", "0",
-           "--save-every", "100000", "--sample-every", str(max(steps // 4, 1)), "--log-every", "50",
+           "--load-size", str(SIZE), "--crop-size", str(SIZE), "--no-flip", "--seed", str(seed), "--device", "cpu",
+           "--workers", "0", "--save-every", "100000", "--sample-every", str(max(steps // 4, 1)), "--log-every", "50",
            "--out", str(out), "--quiet"]
     for k, v in nets.items():
         cmd += [f"--{k.replace('_', '-')}", str(v)]
