@@ -36,8 +36,8 @@ def tree_digest(folder: Path) -> str:
     return h.hexdigest()
 
 
-def test_train_translate_eval_as_typed(two_domains, tmp_path_factory):
-    weights = tmp_path_factory.mktemp("inception") / "random_inception.pth"
+def test_train_translate_eval_as_typed(two_domains, tmp_path):
+    weights = tmp_path / "random_inception.pth"
     metrics.write_random_inception_weights(weights, seed=0)
     cwd = two_domains
     r = run(TRAIN, cwd)

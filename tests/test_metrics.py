@@ -41,7 +41,9 @@ def fake_features(rng, n, shift=0.0, dims=32, preset="pytorch-fid", sha="ab" * 3
 
 @pytest.fixture(scope="module")
 def weights_file(tmp_path_factory):
-    return M.write_random_inception_weights(tmp_path_factory.mktemp("inception") / "random_inception.pth", seed=0)
+    path = M.write_random_inception_weights(tmp_path_factory.mktemp("inception") / "random_inception.pth", seed=0)
+    yield path
+    path.unlink()  # 92 MB: gone with the module, not at the end of the session
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,8 @@ def vgg16_file(tmp_path_factory):
     vgg = torchvision.models.vgg16(weights=None).eval()
     path = tmp_path_factory.mktemp("vgg") / "vgg16.pth"
     torch.save(vgg.state_dict(), path)
-    return path, vgg
+    yield path, vgg
+    path.unlink()  # 528 MB: gone with the module, not at the end of the session
 
 
 @pytest.fixture(scope="module")
