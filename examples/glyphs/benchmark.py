@@ -105,17 +105,25 @@ def run_dir(work: Path, data: Path, name: str, steps: int, seed: int) -> Path:
     return work / f"{data.name}-{name.lower()}-seed{seed}-{steps}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
 
 
-def train_command(data: Path, domains, size: int, name: str, steps: int, seed: int, out: Path,
-                  device: str = "cpu") -> list[str]:
-    family, opts = METHODS[name]
+def budget_command(data: Path, domains, family: str, options: dict, size: int, steps: int, seed: int, out: Path,
+                   device: str = "cpu") -> list[str]:
+    """`imxlate train` of one budgeted run, as every example table is made: `steps` at a constant learning rate,
+    one image per domain per step, no flips, samples four times, no checkpoints on the way; `options` are the
+    family's (`True` is a bare flag)."""
     cmd = [sys.executable, "-m", "imxlate", "train", "--data", str(data), "--domains", *domains, "--model", family,
            "--steps", str(steps), "--epochs-decay", "0", "--batch-size", "1", "--load-size", str(size),
            "--crop-size", str(size), "--no-flip", "--seed", str(seed), "--device", device, "--workers", "0",
            "--save-every", "100000", "--sample-every", str(max(steps // 4, 1)), "--log-every", "50",
            "--out", str(out), "--quiet"]
-    for k, v in {**NETS, **opts}.items():
+    for k, v in options.items():
         cmd += [f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)])
     return cmd
+
+
+def train_command(data: Path, domains, size: int, name: str, steps: int, seed: int, out: Path,
+                  device: str = "cpu") -> list[str]:
+    family, opts = METHODS[name]
+    return budget_command(data, domains, family, {**NETS, **opts}, size, steps, seed, out, device)
 
 
 def run(cmd: list[str], out: Path) -> Path:

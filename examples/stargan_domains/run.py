@@ -119,14 +119,7 @@ def budget(work: Path, domains: list[str], nets: dict, minutes: float, quick: bo
 def train_command(data: Path, domains, family: str, nets: dict, steps: int, seed: int, out: Path) -> list[str]:
     """`imxlate train` of one run: batch 1 per domain, 32 px, no flips, steps at a constant learning rate
     (as the tables were made)."""
-    cmd = [sys.executable, "-m", "imxlate", "train", "--data", str(data / "train"), "--domains", *domains,
-           "--model", family, "--steps", str(steps), "--epochs-decay", "0", "--batch-size", "1",
-           "--load-size", str(SIZE), "--crop-size", str(SIZE), "--no-flip", "--seed", str(seed), "--device", "cpu",
-           "--workers", "0", "--save-every", "100000", "--sample-every", str(max(steps // 4, 1)), "--log-every", "50",
-           "--out", str(out), "--quiet"]
-    for k, v in nets.items():
-        cmd += [f"--{k.replace('_', '-')}", str(v)]
-    return cmd
+    return bench.budget_command(data / "train", domains, family, nets, SIZE, steps, seed, out)
 
 
 def run_dir(work: Path, data: Path, family: str, domains, nets: dict, steps: int, seed: int) -> Path:
