@@ -51,19 +51,20 @@ def test_benchmark_trains_scores_and_chooses_on_validation(latin, tmp_path):
                        timeout=600, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     rows = {line.split("|")[1].strip(): line for line in r.stdout.splitlines() if line.startswith("| ")}
-    assert {"CycleGAN", "CUT", "FastCUT", "input itself", "input blurred 1 px", "blank white page"} <= set(rows)
+    assert {"CycleGAN", "CUT", "FastCUT", "CycleGAN-EMA", "input itself", "input blurred 1 px", "blank white page"} <= set(rows)
     # the identity row is the paired scores of the inputs against their true drawings
     root = latin / "latin" / "test"
     paths = list_images(root / "sans")
     direct = paired_scores([load_rgb(p) for p in paths], [load_rgb(root / "serif" / p.name) for p in paths])
     cells = [c.strip() for c in rows["input itself"].split("|")[3:6]]
     assert cells == [f"{direct['l1']:.4f}", f"{direct['ssim']:.4f}", f"{direct['top1']:.3f}"]
-    assert re.search(r"chosen: \*\*(CycleGAN|CUT|FastCUT)\*\*", r.stdout)
-    assert re.search(r"the input on top-1: CycleGAN [0-2] of 2, CUT [0-2] of 2, FastCUT [0-2] of 2\.", r.stdout)
-    assert len(list((tmp_path / "work").glob("*/model.safetensors"))) == 3
+    assert re.search(r"chosen: \*\*(CycleGAN|CUT|FastCUT|CycleGAN-EMA)\*\*", r.stdout)
+    assert re.search(r"the input on top-1: CycleGAN [0-2] of 2, CUT [0-2] of 2, FastCUT [0-2] of 2, CycleGAN-EMA [0-2] of 2\.",
+                     r.stdout)
+    assert len(list((tmp_path / "work").glob("*/model.safetensors"))) == 4
     # each run's scores are kept, with no path of the machine in them
     records = sorted((tmp_path / "results").glob("latin-*.json"))
-    assert [f.name for f in records] == [f"latin-{m}-seed0-2.json" for m in ("cut", "cyclegan", "fastcut")]
+    assert [f.name for f in records] == sorted(f"latin-{m}-seed0-2.json" for m in ("cut", "cyclegan", "cyclegan-ema", "fastcut"))
     assert str(tmp_path) not in "".join(f.read_text() for f in records)
 
     # finished in parts: a later call with an empty work folder and --no-train draws the same rows from the
@@ -75,3 +76,10 @@ def test_benchmark_trains_scores_and_chooses_on_validation(latin, tmp_path):
     later = {line.split("|")[1].strip(): line for line in again.stdout.splitlines() if line.startswith("| ")}
     assert later["CycleGAN (1 of 2 seeds)"].split("|")[2:] == rows["CycleGAN"].split("|")[2:]
     assert "Not chosen yet" in again.stdout
+
+    # --methods trains only the methods named; the others' rows still come from their records
+    only = subprocess.run(args + ["--seeds", "2", "--work", tmp_path / "work", "--methods", "CycleGAN-EMA"],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert only.returncode == 0, only.stdout + only.stderr
+    assert sorted(f.name for f in (tmp_path / "results").glob("latin-*seed1*.json")) == ["latin-cyclegan-ema-seed1-2.json"]
+    assert "CycleGAN (1 of 2 seeds)" in only.stdout and "| CycleGAN-EMA |" in only.stdout
