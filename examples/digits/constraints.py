@@ -91,8 +91,9 @@ def run_model(work: Path, name: str, family: str, opts: dict, data: Path, domain
 
     Reused runs are counted in REUSED, so the reported total wall time can say how many there were.
     """
-    # epochs_decay=0: a constant learning rate over the steps, as the tables were made
-    cfg = TrainConfig(domains=domains, data=str(data), model=family, steps=steps, epochs_decay=0, batch_size=batch,
+    # epochs_decay=0 and ema=0: a constant learning rate over the steps and no averaged weights, as the tables
+    # were made
+    cfg = TrainConfig(domains=domains, data=str(data), model=family, steps=steps, epochs_decay=0, ema=0.0, batch_size=batch,
                       load_size=size, crop_size=size, no_flip=not flip, seed=seed, device="cpu", workers=0,
                       save_every=10**9, sample_every=10**9, log_every=max(steps // 10, 1))
     args = {**SIZES[family], **opts}

@@ -64,7 +64,7 @@ from imxlate.store import write_atomically
 
 HERE = Path(__file__).parent
 FIGURES = HERE.parent / "figures"
-METHODS = {"CycleGAN": ("cyclegan", {}), "CUT": ("cut", {"bidirectional": True}),
+METHODS = {"CycleGAN": ("cyclegan", {"ema": 0.0}), "CUT": ("cut", {"bidirectional": True}),
            "FastCUT": ("fastcut", {"bidirectional": True}), "CycleGAN-EMA": ("cyclegan", {"ema": 0.999})}
 NETS = {"ngf": 32, "ndf": 32, "n_blocks": 6}
 PAIRS = {"cjk": ("sans", "serif"), "latin": ("sans", "serif")}

@@ -69,11 +69,12 @@ def latent_mapping_args(steps, noise_reg: str = "0.01") -> list[str]:
 # Steps per run, chosen so each run of (b) spends about the same CPU time, ~150 s on one thread (measured:
 # latent-mapping 0.21 s per VAE step and 0.10 s per mapping step at batch 64, CycleGAN and shared-latent
 # 0.17 s per step at batch 4, ~6 s to start); the table prints the CPU seconds each run really took. The
-# learning rate stays constant over the steps (--epochs-decay 0), as the tables were made.
+# learning rate stays constant over the steps (--epochs-decay 0), and CycleGAN writes its last weights, not
+# an average (--ema 0), as the tables were made.
 MODELS = {
     "latent-mapping": latent_mapping_args,
     "cyclegan": lambda s: ["--model", "cyclegan", "--ngf", "16", "--ndf", "16", "--n-blocks", "3",
-                           "--batch-size", "4", "--steps", str(s[0]), "--epochs-decay", "0"],
+                           "--batch-size", "4", "--steps", str(s[0]), "--epochs-decay", "0", "--ema", "0"],
     "shared-latent": lambda s: ["--model", "shared-latent", "--ngf", "16", "--ndf", "16", "--n-blocks", "2",
                                 "--batch-size", "4", "--steps", str(s[0]), "--epochs-decay", "0"],
 }

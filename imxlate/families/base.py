@@ -130,7 +130,7 @@ class Family:
     name: ClassVar[str]
     Config: ClassVar[type]
     keep: ClassVar[tuple[str, ...]]          # networks stored in the model file
-    train_defaults: ClassVar[dict] = {}     # TrainConfig defaults of the paper (batch size, epochs, sizes)
+    train_defaults: ClassVar[dict] = {}     # TrainConfig defaults: the paper's (batch size, epochs, sizes), --ema
     size_multiple: ClassVar[int] = 4        # translate pads inputs to a multiple of this
     fixed_size: ClassVar[bool] = False      # translate resizes inputs to the training size and back
     uses_labels: ClassVar[bool] = False     # needs class subfolders in each domain
