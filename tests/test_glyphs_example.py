@@ -43,6 +43,20 @@ def test_split_is_disjoint_and_paired(latin):
     assert a.size == (32, 32) and a.getextrema()[0] == (0, 255)  # black ink on white
 
 
+def test_budget_times_each_family_once():
+    """The step counts come from one timing per family; a method that differs only in a training-loop option
+    (CycleGAN-EMA: --ema) runs the steps of the one it extends."""
+    sys.path.insert(0, str(ROOT / "examples" / "glyphs"))
+    try:
+        import benchmark
+    finally:
+        sys.path.pop(0)
+    assert {m: benchmark.timed_as(m) for m in benchmark.METHODS} == {
+        "CycleGAN": "CycleGAN", "CUT": "CUT", "FastCUT": "FastCUT", "CycleGAN-EMA": "CycleGAN"}
+    times = benchmark.seconds_per_step(32, repeats=1, steps=1)
+    assert set(times) == {"CycleGAN", "CUT", "FastCUT"} and all(t > 0 for t in times.values())
+
+
 def test_benchmark_trains_scores_and_chooses_on_validation(latin, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = [sys.executable, ROOT / "examples/glyphs/benchmark.py", "--glyphs", latin, "--pairs", "latin",

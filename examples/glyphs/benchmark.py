@@ -77,12 +77,17 @@ def say(msg: str) -> None:
 
 # ---- budget ------------------------------------------------------------------------------------------
 
+def family_of(name: str) -> tuple[str, dict]:
+    """A method's family and family options, without the training loop's (such as --ema)."""
+    family, opts = METHODS[name]
+    loop = {f.name for f in dataclasses.fields(TrainConfig)}
+    return family, {k: v for k, v in opts.items() if k not in loop}
+
+
 def timed_as(name: str) -> str:
     """The method whose measured steps `name` runs: the first with its family and family options (a method
-    that adds only a training-loop option, such as --ema, runs the steps of the one it extends)."""
-    loop = {f.name for f in dataclasses.fields(TrainConfig)}
-    family = lambda m: (METHODS[m][0], {k: v for k, v in METHODS[m][1].items() if k not in loop})  # noqa: E731
-    return next(m for m in METHODS if family(m) == family(name))
+    that differs only in a training-loop option, such as --ema, runs the steps of the one it extends)."""
+    return next(m for m in METHODS if family_of(m) == family_of(name))
 
 
 def seconds_per_step(size: int, repeats: int = 3, steps: int = 4) -> dict[str, float]:
@@ -91,9 +96,10 @@ def seconds_per_step(size: int, repeats: int = 3, steps: int = 4) -> dict[str, f
     torch.manual_seed(0)
     batch = {"images": {d: torch.rand(1, 3, size, size) * 2 - 1 for d in "ab"}, "labels": {}}
     fams = {}
-    for name, (family, opts) in METHODS.items():
+    for name in METHODS:
         if timed_as(name) != name:
             continue
+        family, opts = family_of(name)
         cls = family_class(family)
         cfg = cls.resolve_config(cls.Config(**NETS, **opts), TrainConfig(crop_size=size, load_size=size)).__dict__
         fams[name] = build_family(family, cfg, ["a", "b"], size)
