@@ -130,7 +130,7 @@ def budget_command(data: Path, domains, family: str, options: dict, size: int, s
                    device: str = "cpu") -> list[str]:
     """`imxlate train` of one budgeted run, as every example table is made: `steps` at a constant learning rate,
     one image per domain per step, no flips, samples four times, no checkpoints on the way; `options` are the
-    family's (`True` is a bare flag)."""
+    family's and the loop's further options, such as --ema (`True` is a bare flag)."""
     cmd = [sys.executable, "-m", "imxlate", "train", "--data", str(data), "--domains", *domains, "--model", family,
            "--steps", str(steps), "--epochs-decay", "0", "--batch-size", "1", "--load-size", str(size),
            "--crop-size", str(size), "--no-flip", "--seed", str(seed), "--device", device, "--workers", "0",
