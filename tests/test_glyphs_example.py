@@ -2,6 +2,7 @@
 benchmark.py trains every method, scores it beside the baselines and chooses on validation alone."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -80,6 +81,17 @@ def test_benchmark_trains_scores_and_chooses_on_validation(latin, tmp_path):
     records = sorted((tmp_path / "results").glob("latin-*.json"))
     assert [f.name for f in records] == sorted(f"latin-{m}-seed0-2.json" for m in ("cut", "cyclegan", "cyclegan-ema", "fastcut"))
     assert str(tmp_path) not in "".join(f.read_text() for f in records)
+
+    # misses.py: the characters lost minus those gained is the input's top-1 minus the model's, in characters
+    model = next((tmp_path / "work").glob("latin-cyclegan-seed0-*/model.safetensors"))
+    m = subprocess.run([sys.executable, ROOT / "examples/glyphs/misses.py", model, "--glyphs", latin, "--split", "test",
+                        "--figure", tmp_path / "misses.png"], capture_output=True, text=True, timeout=300, env=env)
+    assert m.returncode == 0, m.stdout + m.stderr
+    record = json.loads((tmp_path / "results" / "latin-cyclegan-seed0-2.json").read_text())["scores"]["test"]
+    counts = re.search(r"sans -> serif \(200 characters\): (\d+) lost, (\d+) gained", m.stdout)
+    lost, gained = int(counts[1]), int(counts[2])
+    assert lost - gained == round(200 * (direct["top1"] - record["sans->serif"]["top1"]))
+    assert m.stdout.count("  lost: ") >= lost and (tmp_path / "misses.png").is_file() == (lost > 0)
 
     # finished in parts: a later call with an empty work folder and --no-train draws the same rows from the
     # records alone, and a seed never run shows as missing and holds back the choice
