@@ -47,6 +47,11 @@ def image_ssim(pred: Image.Image, target: Image.Image) -> float:
     return ssim(_array(pred, target.size), _array(target))
 
 
+def nearest(preds: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The index of the nearest target (L1 over pixels) of each prediction: what retrieval reads it as."""
+    return torch.cdist(preds.flatten(1), targets.flatten(1), p=1).argmin(1)
+
+
 def paired_scores(preds: list[Image.Image], targets: list[Image.Image]) -> dict:
     """Mean L1 (0-1 scale), mean SSIM and top-1 retrieval accuracy of predictions against their targets.
 
@@ -57,8 +62,7 @@ def paired_scores(preds: list[Image.Image], targets: list[Image.Image]) -> dict:
     t = torch.stack([_array(im) for im in targets])
     p = torch.stack([_array(im, targets[i].size) for i, im in enumerate(preds)])
     l1 = (p - t).abs().flatten(1).mean(1)
-    dist = torch.cdist(p.flatten(1), t.flatten(1), p=1)  # (n, n)
-    top1 = (dist.argmin(1) == torch.arange(len(p))).double().mean()
+    top1 = (nearest(p, t) == torch.arange(len(p))).double().mean()
     return {"n": len(preds), "l1": float(l1.mean()), "ssim": float(np.mean([ssim(a, b) for a, b in zip(p, t)])),
             "top1": float(top1)}
 
