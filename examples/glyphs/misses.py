@@ -6,7 +6,7 @@ and an overlay of the ones it loses: where its retrieval differs from the input'
 Per direction it prints the characters the translation loses (the input itself is retrieved, the translation
 is not) and gains (the reverse), each with the character it was read as; lost minus gained is the input's
 top-1 minus the translation's, in characters. --figure draws, for the characters lost in the first direction,
-the input over the true drawing and the translation over it: black where they agree, cyan where only the
+the input over the true drawing and the translation over it: blue where they agree, cyan where only the
 truth has ink, magenta where only the input or translation has it.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ def read_as(preds: list[Image.Image], targets: list[Image.Image]) -> list[int]:
 
 
 def overlay(pred: Image.Image, truth: Image.Image) -> Image.Image:
-    """Truth in the red channel, the prediction in the green, blue full: agreeing ink is blue-black."""
+    """Truth in the red channel, the prediction in the green, blue full: ink both have is blue."""
     p, t = (np.asarray(im.convert("L")) for im in (pred, truth))
     return Image.fromarray(np.stack([t, p, np.full_like(p, 255)], -1))
 
