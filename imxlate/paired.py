@@ -23,10 +23,11 @@ def match_by_name(pred_dir: str | Path, target_dir: str | Path) -> list[tuple[Pa
     return pairs
 
 
-def _array(img: Image.Image, size=None) -> torch.Tensor:
+def pixels(img: Image.Image, size=None) -> torch.Tensor:
+    """An image as (3, H, W) float64 in [0, 1], resized (bicubic) to `size` when given: what paired scores compare."""
     if size and img.size != size:
         img = img.resize(size, Image.BICUBIC)
-    return torch.from_numpy(np.asarray(img, dtype=np.float64) / 255.0).permute(2, 0, 1)  # (3, H, W) in [0, 1]
+    return torch.from_numpy(np.asarray(img, dtype=np.float64) / 255.0).permute(2, 0, 1)
 
 
 def ssim(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -44,7 +45,7 @@ def ssim(x: torch.Tensor, y: torch.Tensor) -> float:
 
 def image_ssim(pred: Image.Image, target: Image.Image) -> float:
     """SSIM of one image against its target (resized to the target's size when they differ)."""
-    return ssim(_array(pred, target.size), _array(target))
+    return ssim(pixels(pred, target.size), pixels(target))
 
 
 def nearest(preds: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -59,8 +60,8 @@ def paired_scores(preds: list[Image.Image], targets: list[Image.Image]) -> dict:
     """
     if len(preds) != len(targets) or not preds:
         raise ImxlateError("paired scores need as many predictions as targets, at least one")
-    t = torch.stack([_array(im) for im in targets])
-    p = torch.stack([_array(im, targets[i].size) for i, im in enumerate(preds)])
+    t = torch.stack([pixels(im) for im in targets])
+    p = torch.stack([pixels(im, targets[i].size) for i, im in enumerate(preds)])
     l1 = (p - t).abs().flatten(1).mean(1)
     top1 = (nearest(p, t) == torch.arange(len(p))).double().mean()
     return {"n": len(preds), "l1": float(l1.mean()), "ssim": float(np.mean([ssim(a, b) for a, b in zip(p, t)])),

@@ -22,7 +22,7 @@ from PIL import Image
 
 import imxlate
 from imxlate.data import list_images
-from imxlate.paired import _array, nearest
+from imxlate.paired import nearest, pixels
 
 sys.path.insert(0, str(Path(__file__).parent))
 from benchmark import PAIRS, draw_grid, glyph_sets, translate_all  # noqa: E402
@@ -30,7 +30,7 @@ from benchmark import PAIRS, draw_grid, glyph_sets, translate_all  # noqa: E402
 
 def read_as(preds: list[Image.Image], targets: list[Image.Image]) -> list[int]:
     """The index of the held-out character each prediction is retrieved as (the benchmark's top-1)."""
-    return nearest(*(torch.stack([_array(im) for im in ims]) for ims in (preds, targets))).tolist()
+    return nearest(*(torch.stack([pixels(im) for im in ims]) for ims in (preds, targets))).tolist()
 
 
 def overlay(pred: Image.Image, truth: Image.Image) -> Image.Image:
