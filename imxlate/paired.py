@@ -1,5 +1,6 @@
 """Metrics against ground truth for test sets that have it (files matched by name): L1, SSIM,
-top-1 retrieval, and the colour-histogram-matching baseline."""
+top-1 retrieval, shape retrieval (drawings: placement and scale taken out), and the
+colour-histogram-matching baseline."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -66,6 +67,44 @@ def paired_scores(preds: list[Image.Image], targets: list[Image.Image]) -> dict:
     top1 = (nearest(p, t) == torch.arange(len(p))).double().mean()
     return {"n": len(preds), "l1": float(l1.mean()), "ssim": float(np.mean([ssim(a, b) for a, b in zip(p, t)])),
             "top1": float(top1)}
+
+
+def ink_shape(img: Image.Image, size: int = 32, trim: float = 0.02, sigma: float = 1.0) -> torch.Tensor:
+    """A drawing's shape with its placement and scale taken out -> a unit (size*size,) float64 vector (zeros
+    when there is no ink): the ink (1 - grey level, below 0.1 dropped) inside its box, the box spanning all but
+    `trim` of the ink mass on each side (so stray specks do not stretch it), padded square, resized to
+    size x size, blurred by a Gaussian of `sigma` px."""
+    ink = 1.0 - torch.from_numpy(np.asarray(img.convert("L"), dtype=np.float64) / 255.0)
+    ink[ink < 0.1] = 0.0
+    if float(ink.sum()) == 0.0:
+        return torch.zeros(size * size, dtype=torch.float64)
+
+    def span(mass: torch.Tensor) -> tuple[int, int]:
+        cum = mass.cumsum(0) / mass.sum()
+        return int((cum < trim).sum()), int((cum < 1 - trim).sum()) + 1
+
+    (y0, y1), (x0, x1) = span(ink.sum(1)), span(ink.sum(0))
+    box = ink[y0:y1, x0:x1]
+    side = max(box.shape)
+    top, left = (side - box.shape[0]) // 2, (side - box.shape[1]) // 2
+    square = F.pad(box, (left, side - box.shape[1] - left, top, side - box.shape[0] - top))
+    small = F.interpolate(square[None, None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    r = int(3 * sigma)
+    g = torch.exp(-((torch.arange(-r, r + 1, dtype=torch.float64)) ** 2) / (2 * sigma**2))
+    g = g / g.sum()
+    small = F.conv2d(F.conv2d(F.pad(small, (r, r, r, r)), g.view(1, 1, 1, -1)), g.view(1, 1, -1, 1)).flatten()
+    return small / small.norm()
+
+
+def shape_top1(preds: list[Image.Image], targets: list[Image.Image]) -> float:
+    """Placement- and scale-free retrieval: the share of predictions whose own target is the most similar
+    (cosine of `ink_shape` vectors) of all targets; a prediction without ink counts as a miss."""
+    if len(preds) != len(targets) or not preds:
+        raise ImxlateError("shape retrieval needs as many predictions as targets, at least one")
+    p = torch.stack([ink_shape(im) for im in preds])
+    t = torch.stack([ink_shape(im) for im in targets])
+    hit = (p @ t.T).argmax(1) == torch.arange(len(p))
+    return float((hit & (p.norm(dim=1) > 0)).double().mean())
 
 
 def domain_histogram(folder: str | Path, bins: int = 256) -> np.ndarray:

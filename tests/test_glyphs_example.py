@@ -44,6 +44,21 @@ def test_split_is_disjoint_and_paired(latin):
     assert a.size == (32, 32) and a.getextrema()[0] == (0, 255)  # black ink on white
 
 
+@pytest.mark.skipif(not Path("/usr/share/fonts/opentype/urw-base35/Z003-MediumItalic.otf").is_file(),
+                    reason="needs fonts-urw-base35")
+def test_shape_pair_is_split_the_same_way(tmp_path):
+    """The shape-changing pair (DejaVu Sans -> URW Z003) is cut like the others: disjoint, exact targets held out."""
+    r = subprocess.run([sys.executable, ROOT / "examples/glyphs/prepare.py", tmp_path, "--pairs", "z003", "--size", "32"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    root = tmp_path / "z003"
+    test, val = names(root / "test" / "sans"), names(root / "val" / "sans")
+    assert names(root / "test" / "script") == test and names(root / "val" / "script") == val
+    assert (len(test), len(val)) == (150, 75)
+    parts = [names(root / "sans"), names(root / "script"), test, val]
+    assert all(not (x & y) for i, x in enumerate(parts) for y in parts[i + 1:])
+
+
 def test_budget_times_each_family_once():
     """The step counts come from one timing per family; a method that differs only in a training-loop option
     (CycleGAN-EMA: --ema) runs the steps of the one it extends."""
@@ -53,20 +68,23 @@ def test_budget_times_each_family_once():
     finally:
         sys.path.pop(0)
     assert {m: benchmark.timed_as(m) for m in benchmark.METHODS} == {
-        "CycleGAN": "CycleGAN", "CUT": "CUT", "FastCUT": "FastCUT", "CycleGAN-EMA": "CycleGAN"}
+        "CycleGAN": "CycleGAN", "CUT": "CUT", "FastCUT": "FastCUT", "CycleGAN-EMA": "CycleGAN",
+        "U-GAT-IT": "U-GAT-IT", "U-GAT-IT-light": "U-GAT-IT-light", "CycleGAN-Deform": "CycleGAN-Deform"}
     times = benchmark.seconds_per_step(32, repeats=1, steps=1)
-    assert set(times) == {"CycleGAN", "CUT", "FastCUT"} and all(t > 0 for t in times.values())
+    assert set(times) == {"CycleGAN", "CUT", "FastCUT", "U-GAT-IT", "U-GAT-IT-light", "CycleGAN-Deform"}
+    assert all(t > 0 for t in times.values())
 
 
 def test_benchmark_trains_scores_and_chooses_on_validation(latin, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = [sys.executable, ROOT / "examples/glyphs/benchmark.py", "--glyphs", latin, "--pairs", "latin",
-            "--steps", "2", "--jobs", "2", "--results", tmp_path / "results"]
+            "--steps", "2", "--jobs", "2", "--clf-steps", "20", "--results", tmp_path / "results"]
     r = subprocess.run(args + ["--seeds", "1", "--work", tmp_path / "work"], capture_output=True, text=True,
                        timeout=600, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     rows = {line.split("|")[1].strip(): line for line in r.stdout.splitlines() if line.startswith("| ")}
     assert {"CycleGAN", "CUT", "FastCUT", "CycleGAN-EMA", "input itself", "input blurred 1 px", "blank white page"} <= set(rows)
+    assert "| sans -> serif L1 | SSIM | top-1 | shape | style |" in r.stdout  # shape retrieval and the style judge
     # the identity row is the paired scores of the inputs against their true drawings
     root = latin / "latin" / "test"
     paths = list_images(root / "sans")

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from imxlate.cli import app
 from imxlate.errors import ImxlateError
-from imxlate.paired import domain_histogram, image_ssim, match_histogram, paired_scores, ssim
+from imxlate.paired import domain_histogram, image_ssim, ink_shape, match_histogram, paired_scores, shape_top1, ssim
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "emoji" / "inputs"
 
@@ -56,6 +56,34 @@ def test_l1_top1_and_the_histogram_baseline():
     reference[:, 40] = reference[:, 200] = 1.0  # half the reference's pixels at 40, half at 200
     matched = np.asarray(match_histogram(ramp, reference))
     assert set(np.unique(matched)) == {40, 200} and (matched == 40).mean() == pytest.approx(0.5, abs=0.01)
+
+
+def glyph(ch: str, size: int, at: tuple[int, int], canvas: int = 64) -> Image.Image:
+    """A character drawn black on white with DejaVu Sans (Pillow's bundled font when it is missing)."""
+    from PIL import ImageDraw, ImageFont
+    try:
+        font = ImageFont.truetype("DejaVuSans.ttf", size)
+    except OSError:
+        font = ImageFont.load_default(size)
+    img = Image.new("RGB", (canvas, canvas), "white")
+    ImageDraw.Draw(img).text(at, ch, font=font, fill="black", anchor="mm")
+    return img
+
+
+def test_shape_retrieval_ignores_placement_scale_and_specks():
+    chars = "AHKMRSWZ"
+    targets = [glyph(c, 40, (32, 32)) for c in chars]
+    moved = [glyph(c, 24, (20, 44)) for c in chars]  # smaller and elsewhere: pixel retrieval loses most
+    assert shape_top1(moved, targets) == 1.0
+    assert paired_scores(moved, targets)["top1"] < 0.5
+    speck = glyph("H", 24, (32, 32))
+    speck.putpixel((2, 2), (0, 0, 0))  # one stray pixel far from the ink does not stretch the box
+    assert float(ink_shape(speck) @ ink_shape(glyph("H", 24, (32, 32)))) > 0.999
+    assert float(ink_shape(targets[0]).norm()) == pytest.approx(1.0)
+    # a page without ink is a miss, never a lucky first match; a rotated drawing is a different shape
+    blank = [Image.new("RGB", (64, 64), "white")] * len(chars)
+    assert shape_top1(blank, targets) == 0.0
+    assert shape_top1([t.rotate(90, fillcolor="white") for t in targets], targets) < 1.0
 
 
 def test_domain_histogram_counts_every_pixel(tmp_path):

@@ -57,17 +57,23 @@ from imxlate.config import TrainConfig
 from imxlate.data import list_images, load_rgb, to_image, to_tensor
 from imxlate.evaluate import class_labels, classified_accuracy
 from imxlate.families import build_family, family_class
-from imxlate.nets.classifier import load_classifier, train_classifier
-from imxlate.paired import paired_scores
+from imxlate.nets.classifier import classify, load_classifier, train_classifier
+from imxlate.paired import paired_scores, shape_top1
 from imxlate.device import describe_machine
 from imxlate.store import write_atomically
 
 HERE = Path(__file__).parent
 FIGURES = HERE.parent / "figures"
 METHODS = {"CycleGAN": ("cyclegan", {"ema": 0.0}), "CUT": ("cut", {"bidirectional": True}),
-           "FastCUT": ("fastcut", {"bidirectional": True}), "CycleGAN-EMA": ("cyclegan", {"ema": 0.999})}
+           "FastCUT": ("fastcut", {"bidirectional": True}), "CycleGAN-EMA": ("cyclegan", {"ema": 0.999}),
+           # generators that can move strokes (issue 31); U-GAT-IT's 4 blocks each side (the paper's n_res)
+           "U-GAT-IT": ("ugatit", {"n_blocks": 4}), "U-GAT-IT-light": ("ugatit", {"n_blocks": 4, "light": True}),
+           "CycleGAN-Deform": ("cyclegan", {"generator": "deform", "ema": 0.999})}
 NETS = {"ngf": 32, "ndf": 32, "n_blocks": 6}
-PAIRS = {"cjk": ("sans", "serif"), "latin": ("sans", "serif")}
+EASY_METHODS = ["CycleGAN", "CUT", "FastCUT", "CycleGAN-EMA"]  # the easy pairs' methods unless --methods adds one
+SHAPE_PAIRS = ("z003", "kai")  # the pairs whose styles differ in shape; retrieval there is by shape
+SHAPE_METHODS = ["CycleGAN-EMA", "CUT", "FastCUT", "U-GAT-IT", "U-GAT-IT-light", "CycleGAN-Deform"]
+PAIRS = {"cjk": ("sans", "serif"), "latin": ("sans", "serif"), "z003": ("sans", "script"), "kai": ("sans", "kai")}
 DIGITS = ("handwritten", "printed")
 
 
@@ -90,18 +96,25 @@ def timed_as(name: str) -> str:
     return next(m for m in METHODS if family_of(m) == family_of(name))
 
 
-def seconds_per_step(size: int, repeats: int = 3, steps: int = 4) -> dict[str, float]:
-    """Median seconds of one training step of each timed method at `size` px, batch 1, interleaved in this
-    process."""
+def methods_for(pair: str, named: list[str] | None = None) -> list[str]:
+    """The methods a pair's table compares: the shape pairs' set, or the easy pairs' plus any other --methods names."""
+    if pair in SHAPE_PAIRS:
+        return SHAPE_METHODS
+    return EASY_METHODS + [m for m in named or [] if m not in EASY_METHODS]
+
+
+def seconds_per_step(size: int, repeats: int = 3, steps: int = 4, names=None) -> dict[str, float]:
+    """Median seconds of one training step of each timed method (of `names`, default all) at `size` px, batch 1,
+    interleaved in this process."""
     torch.manual_seed(0)
     batch = {"images": {d: torch.rand(1, 3, size, size) * 2 - 1 for d in "ab"}, "labels": {}}
     fams = {}
-    for name in METHODS:
+    for name in names or METHODS:
         if timed_as(name) != name:
             continue
         family, opts = family_of(name)
         cls = family_class(family)
-        cfg = cls.resolve_config(cls.Config(**NETS, **opts), TrainConfig(crop_size=size, load_size=size)).__dict__
+        cfg = cls.resolve_config(cls.Config(**{**NETS, **opts}), TrainConfig(crop_size=size, load_size=size)).__dict__
         fams[name] = build_family(family, cfg, ["a", "b"], size)
         fams[name].setup_training()
         fams[name].train_step(batch, 0)  # warm-up
@@ -175,13 +188,30 @@ def write_record(path: Path, record: dict) -> None:
     write_atomically(path, lambda f: f.write((json.dumps(record, indent=1) + "\n").encode()))
 
 
-def glyph_scores(model: Path, sets: dict[str, dict]) -> tuple[dict, dict]:
-    """{split: {"src->dst": paired scores}} of one model, and its test translations (for the grid)."""
+def scored(preds: list[Image.Image], targets: list[Image.Image], judge=None, dst: str | None = None) -> dict:
+    """L1, SSIM and top-1 against the true drawings, shape retrieval, and with a style `judge` the share of
+    `preds` it calls `dst`."""
+    out = {**paired_scores(preds, targets), "shape": shape_top1(preds, targets)}
+    if judge is not None:
+        out["style"] = classify(judge, preds).count(dst) / len(preds)
+    return out
+
+
+def train_judge(data: Path, domains, out: Path, steps: int) -> tuple:
+    """The style judge of a pair: a small CNN told the two training sets apart (kept in `out`), loaded."""
+    if not out.is_file():
+        size = Image.open(list_images(data / domains[0])[0]).width
+        train_classifier(data, out, steps=steps, image_size=size, width=16, seed=0, classes=list(domains))
+    return load_classifier(out)
+
+
+def glyph_scores(model: Path, sets: dict[str, dict], judge=None) -> tuple[dict, dict]:
+    """{split: {"src->dst": scores}} of one model, and its test translations (for the grid)."""
     tr = imxlate.load(model, device="cpu")
     scores, shown = {}, {}
     for split, pairs in sets.items():
         fakes = {k: translate_all(tr, x, k[1], k[0]) for k, (_, x, _) in pairs.items()}
-        scores[split] = {f"{s}->{d}": paired_scores(fakes[(s, d)], pairs[(s, d)][2]) for s, d in pairs}
+        scores[split] = {f"{s}->{d}": scored(fakes[(s, d)], pairs[(s, d)][2], judge, d) for s, d in pairs}
         if split == "test":
             shown = fakes
     return scores, shown
@@ -196,19 +226,25 @@ def glyph_sets(root: Path, split: str, domains) -> dict:
     return out
 
 
-def baselines(sets: dict) -> dict:
+def baselines(sets: dict, judge=None) -> dict:
     blank = lambda im: Image.new("RGB", im.size, "white")  # noqa: E731
     rows = {}
     for name, f in (("input itself", lambda im: im), ("input blurred 1 px", lambda im: im.filter(ImageFilter.GaussianBlur(1))),
                     ("blank white page", blank)):
-        rows[name] = {k: paired_scores([f(im) for im in inputs], targets) for k, (inputs, _, targets) in sets.items()}
+        rows[name] = {k: scored([f(im) for im in inputs], targets, judge, k[1]) for k, (inputs, _, targets) in sets.items()}
     return rows
 
 
-def gain(s: dict, base: dict) -> float:
-    """Mean relative gain of scores `s` over the input's `base` on L1 (lower is better), SSIM and top-1."""
+def gain(s: dict, base: dict, content: str = "top1") -> float:
+    """Mean relative gain of scores `s` over the input's `base` on L1 (lower is better), SSIM and the content
+    retrieval (`content`: pixel top-1 on the easy pairs, shape retrieval where the styles differ in shape)."""
     return ((base["l1"] - s["l1"]) / base["l1"] + (s["ssim"] - base["ssim"]) / base["ssim"]
-            + (s["top1"] - base["top1"]) / base["top1"]) / 3
+            + (s[content] - base[content]) / base[content]) / 3
+
+
+def content_of(pair: str) -> str:
+    """The retrieval a pair is judged by: shape retrieval where the two styles place and size things differently."""
+    return "shape" if pair in SHAPE_PAIRS else "top1"
 
 
 def summary(values: list[float], digits: int) -> str:
@@ -217,32 +253,45 @@ def summary(values: list[float], digits: int) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+COLUMNS = (("l1", "L1", 4), ("ssim", "SSIM", 4), ("top1", "top-1", 3), ("shape", "shape", 3), ("style", "style", 2))
+
+
+def cell(values: list, digits: int) -> str:
+    """mean ± std of the values a column has (records from before a measure existed lack it: '-')."""
+    values = [v for v in values if v is not None]
+    return summary(values, digits) if values else "-"
+
+
 def glyph_table(pair: str, directions, scores: dict, base: dict, steps: dict) -> str:
-    """Markdown: per method (mean ± std over seeds) and baseline, per direction L1 / SSIM / top-1."""
-    head = " | ".join(f"{s} -> {d} L1 | SSIM | top-1" for s, d in directions)
-    lines = [f"| method | steps | {head} |", "|---|---:|" + "---:|" * 3 * len(directions)]
+    """Markdown: per method (mean ± std over seeds) and baseline, per direction L1 / SSIM / top-1 / shape / style."""
+    head = " | ".join(f"{s} -> {d} " + " | ".join(h for _, h, _ in COLUMNS) for s, d in directions)
+    lines = [f"| method | steps | {head} |", "|---|---:|" + "---:|" * len(COLUMNS) * len(directions)]
     for name, per_seed in scores.items():
-        cells = [summary([s[k][metric] for s in per_seed], digits) if per_seed else "not run yet"
-                 for k in directions for metric, digits in (("l1", 4), ("ssim", 4), ("top1", 3))]
+        cells = [cell([s[k].get(m) for s in per_seed], d) if per_seed else "not run yet"
+                 for k in directions for m, _, d in COLUMNS]
         lines.append(f"| {name} | {steps[name]} | " + " | ".join(cells) + " |")
     for name, s in base.items():
-        cells = [f"{s[k][m]:.{d}f}" for k in directions for m, d in (("l1", 4), ("ssim", 4), ("top1", 3))]
+        cells = [cell([s[k].get(m)], d) for k in directions for m, _, d in COLUMNS]
         lines.append(f"| {name} | - | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def beats_line(directions, scores: dict, base: dict) -> str:
-    """How many (seed, direction) runs of each method beat the input itself and a blank page on L1 and SSIM and
-    the input on top-1: the benchmark's bar, counted run by run rather than on the means."""
+def beats_line(pair: str, directions, scores: dict, base: dict) -> str:
+    """How many (seed, direction) runs of each method clear the benchmark's bar, counted run by run. Easy pairs:
+    L1 and SSIM better than the input and a blank page, top-1 above the input's. Shape pairs (issue 31): shape
+    retrieval above the input's, the style judge at 0.9 or more, L1 below the blank page's."""
     inp, blank = base["input itself"], base["blank white page"]
 
     def beats(s: dict, k) -> bool:
+        if pair in SHAPE_PAIRS:
+            return s["shape"] > inp[k]["shape"] and s["style"] >= 0.9 and s["l1"] < blank[k]["l1"]
         return (s["l1"] < min(inp[k]["l1"], blank[k]["l1"]) and s["ssim"] > max(inp[k]["ssim"], blank[k]["ssim"])
                 and s["top1"] > inp[k]["top1"])
     counts = [f"{name} {sum(beats(s[k], k) for s in per_seed for k in directions)} of {len(per_seed) * len(directions)}"
               for name, per_seed in scores.items() if per_seed]
-    return ("Runs (seed and direction) that beat the input and a blank page on L1 and SSIM and the input on "
-            "top-1: " + (", ".join(counts) or "none run yet") + ".")
+    bar = ("have shape retrieval above the input's, the style judge at 0.9 or more and L1 below the blank page's"
+           if pair in SHAPE_PAIRS else "beat the input and a blank page on L1 and SSIM and the input on top-1")
+    return f"Runs (seed and direction) that {bar}: " + (", ".join(counts) or "none run yet") + "."
 
 
 def write_between(readme: Path, tag: str, block: str) -> None:
@@ -270,6 +319,20 @@ def draw_grid(rows: list[tuple[str, list[Image.Image]]], path: Path, scale: int 
     sheet.resize((sheet.width * scale, sheet.height * scale), Image.NEAREST).save(path)
 
 
+def choose(pairs: list[str], choice: dict, methods: list[str]) -> str:
+    """The validation choice over `pairs` (one kind: easy or shape) among `methods`, once each has every seed on
+    each pair, as a line ('' without pairs)."""
+    if not pairs:
+        return ""
+    if not all(m in choice.get(p, {}) for m in methods for p in pairs):
+        return f"Not chosen yet on {', '.join(pairs)}: a choice waits for every method's seeds on every pair."
+    means = {m: statistics.mean(choice[p][m] for p in pairs) for m in methods}
+    content = " and ".join(sorted({{"top1": "top-1", "shape": "shape retrieval"}[content_of(p)] for p in pairs}))
+    return (f"Validation score on {', '.join(pairs)}, the mean relative gain over the input itself on L1, SSIM and "
+            f"{content} (over pairs, directions and seeds; above 0 beats the input): "
+            + ", ".join(f"{m} {v:.3f}" for m, v in means.items()) + f"; chosen: **{max(means, key=means.get)}**.")
+
+
 # ---- main --------------------------------------------------------------------------------------------
 
 def main() -> None:
@@ -283,14 +346,16 @@ def main() -> None:
                     help="the same number of steps for every method instead of a CPU budget (tests)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
-    ap.add_argument("--clf-steps", type=int, default=300, help="digit classifier training steps")
+    ap.add_argument("--clf-steps", type=int, default=300, help="training steps of the digit classifiers and the glyph "
+                    "pairs' style judges")
     ap.add_argument("--work", type=Path, default=Path("runs/benchmark"), help="run folders (large; not kept)")
     ap.add_argument("--results", type=Path, default=HERE / "results",
                     help="the budgets and one record of scores per finished run (small; kept in the repository)")
     ap.add_argument("--device", default="cpu",
                     help="where the runs train (cuda: the same step counts, many runs at once; the records say so)")
-    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
-                    help="the methods to train (the tables show the records of every method)")
+    ap.add_argument("--methods", nargs="+", choices=list(METHODS),
+                    help="the methods to train (default: each pair's; a method named here joins the easy pairs' "
+                    "tables; the tables show the records of every method)")
     ap.add_argument("--no-train", action="store_true",
                     help="start no training: score the finished runs found in --work and draw the tables")
     ap.add_argument("--write", action="store_true", help="write the tables into the READMEs and draw the grid")
@@ -316,6 +381,14 @@ def main() -> None:
             known[key] = {"machine": describe_machine(),
                           **{m: (round(minutes * 60 / t), t) for m, t in seconds_per_step(size).items()}}
             write_record(saved, known)
+        missing = [m for m in METHODS if timed_as(m) not in known[key]]
+        if missing:  # methods added later: timed beside CycleGAN, in CycleGAN's recorded seconds
+            t = seconds_per_step(size, names=["CycleGAN", *missing])
+            scale = known[key]["CycleGAN"][1] / t.pop("CycleGAN")
+            known[key].setdefault("added", []).append({"machine": describe_machine(), "methods": list(t),
+                                                      "scaled by": scale})
+            known[key].update({m: (round(minutes * 60 / (v * scale)), v * scale) for m, v in t.items()})
+            write_record(saved, known)
         return {m: tuple(known[key][timed_as(m)]) for m in METHODS}
 
     if args.glyphs:
@@ -323,18 +396,20 @@ def main() -> None:
         budgets["glyphs"] = budget(size, args.minutes)
         for pair in args.pairs:
             for seed in range(args.seeds):  # seed-major: a benchmark cut short has every method's first seeds
-                for name in METHODS:
+                for name in methods_for(pair, args.methods):
                     jobs.append((pair, name, seed, args.glyphs / pair, PAIRS[pair], size, budgets["glyphs"][name][0]))
     if args.digits:
         budgets["digits"] = budget(32, args.digits_minutes)
         for seed in range(args.seeds):
-            for name in METHODS:
+            for name in methods_for("digits", args.methods):
                 jobs.append(("digits", name, seed, args.digits / "train", DIGITS, 32, budgets["digits"][name][0]))
     for kind, b in budgets.items():
         say(f"{kind}: " + ", ".join(f"{m} {t:.3f} s/step -> {n} steps" for m, (n, t) in b.items()))
 
     sets = {pair: {split: glyph_sets(args.glyphs / pair, split, PAIRS[pair]) for split in ("test", "val")}
             for pair in (args.pairs if args.glyphs else [])}
+    styles = {pair: train_judge(args.glyphs / pair, PAIRS[pair], args.work / f"judge-{pair}-{args.clf_steps}.safetensors",
+                                args.clf_steps) for pair in sets}
     if args.digits:
         h, p = DIGITS
         judges = {}
@@ -350,7 +425,7 @@ def main() -> None:
 
     def score(label: str, model: Path) -> tuple[dict, dict]:
         if label != "digits":
-            return glyph_scores(model, sets[label])
+            return glyph_scores(model, sets[label], styles[label])
         tr = imxlate.load(model, device="cpu")
         return {"test": {f"{s}->{d}": classified_accuracy(judges[d], translate_all(tr, x[s], d, s), labels[s])
                          for s, d in ((h, p), (p, h))}}, {}
@@ -362,11 +437,11 @@ def main() -> None:
         path = args.results / f"{run_name(label, name, steps, seed)}.json"
         out = run_dir(args.work, data if label != "digits" else args.digits, name, steps, seed)
         model = out / "model.safetensors"
-        if path.is_file() and not (seed == 0 and model.is_file() and label in sets):
+        if path.is_file() and not (seed == 0 and model.is_file() and label in sets and args.write):
             records[job[:3]] = json.loads(path.read_text())
             return
         if not model.is_file():
-            if args.no_train or name not in args.methods:
+            if args.no_train or (args.methods and name not in args.methods):
                 return
             t0 = time.perf_counter()
             run(train_command(data, domains, size, name, steps, seed, out, args.device), out)
@@ -391,35 +466,42 @@ def main() -> None:
         n = len(seeds_of(label, name))
         return name if n == args.seeds else f"{name} ({n} of {args.seeds} seeds)"
 
+    def table_methods(label: str) -> list[str]:
+        """The methods a table shows: the data set's own, then any other with records."""
+        own = methods_for(label, args.methods)
+        return own + [m for m in METHODS if m not in own and seeds_of(label, m)]
+
     blocks, choice = {}, {}
-    budget_tag = f"{args.minutes:g}min"  # names this budget's README markers and grid
+    budget_tag = f"{args.minutes:g}min"  # names this budget's README markers and grids
     for pair, split in sets.items():
-        domains = PAIRS[pair]
+        domains, methods = PAIRS[pair], table_methods(pair)
         directions = [domains, domains[::-1]]
         val_base = baselines(split["val"])["input itself"]
         scores = {shown_name(pair, m): [{tuple(k.split("->")): v for k, v in r["test"].items()} for r in seeds_of(pair, m)]
-                  for m in METHODS}
-        for m in METHODS:
+                  for m in methods}
+        for m in methods:
             if len(seeds_of(pair, m)) == args.seeds:
                 choice.setdefault(pair, {})[m] = statistics.mean(
-                    gain(r["val"][f"{s}->{d}"], val_base[(s, d)]) for r in seeds_of(pair, m) for s, d in directions)
-        steps = {shown_name(pair, m): budgets["glyphs"][m][0] for m in METHODS}
-        base = baselines(split["test"])
-        blocks[pair] = glyph_table(pair, directions, scores, base, steps) + "\n\n" + beats_line(directions, scores, base)
-        if args.write and pair == args.pairs[0] and set(shown.get(pair, {})) == set(METHODS):
+                    gain(r["val"][f"{s}->{d}"], val_base[(s, d)], content_of(pair))
+                    for r in seeds_of(pair, m) for s, d in directions)
+        steps = {shown_name(pair, m): budgets["glyphs"][m][0] for m in methods}
+        base = baselines(split["test"], styles[pair])
+        blocks[pair] = glyph_table(pair, directions, scores, base, steps) + "\n\n" + beats_line(pair, directions, scores, base)
+        if args.write and set(shown.get(pair, {})) >= set(methods):
             n = 10
             rows = []
             for a, b in (domains, domains[::-1]):
                 inputs, _, targets = split["test"][(a, b)]
-                rows += [(f"{a} (input)", inputs[:n])] + [(m, shown[pair][m][(a, b)][:n]) for m in METHODS]
+                rows += [(f"{a} (input)", inputs[:n])] + [(m, shown[pair][m][(a, b)][:n]) for m in methods]
                 rows += [(f"{b} (truth)", targets[:n])]
-            draw_grid(rows, FIGURES / f"glyphs_grid-{budget_tag}.png")
-        elif args.write and pair == args.pairs[0]:
-            say(f"grid not drawn: the seed-0 models of every method are not all in {args.work}")
+            draw_grid(rows, FIGURES / (f"glyphs_grid-{budget_tag}.png" if pair == "cjk" else
+                                       f"glyphs_grid-{pair}-{budget_tag}.png"))
+        elif args.write:
+            say(f"{pair} grid not drawn: the seed-0 models of every method are not all in {args.work}")
 
     if args.digits:
         lines = ["| method | steps | handwritten -> printed | printed -> handwritten |", "|---|---:|---:|---:|"]
-        for name in METHODS:
+        for name in table_methods("digits"):
             acc = seeds_of("digits", name)
             cells = [summary([r["test"][k] for r in acc], 3) if acc else "not run yet" for k in ident]
             lines.append(f"| {shown_name('digits', name)} | {budgets['digits'][name][0]} | " + " | ".join(cells) + " |")
@@ -433,23 +515,20 @@ def main() -> None:
         + "; ".join(sorted({r["machine"] for r in records.values()})) + ".")
     for tag, block in blocks.items():
         say(f"\n{tag}\n{block}")
-    complete = bool(sets) and all(len(choice.get(pair, {})) == len(METHODS) for pair in sets)
-    if complete:
-        means = {m: statistics.mean(c[m] for c in choice.values()) for m in METHODS}
-        winner = max(means, key=means.get)
-        chosen = ("Validation score, the mean relative gain over the input itself on L1, SSIM and top-1 (over pairs, "
-                  "directions and seeds; above 0 beats the input): "
-                  + ", ".join(f"{m} {v:.3f}" for m, v in means.items()) + f"; chosen: **{winner}**.")
-    else:
-        chosen = "Not chosen yet: a choice waits for every method's seeds on every pair."
-    say(chosen)
+    kinds = {"easy": [p for p in sets if p not in SHAPE_PAIRS], "shape": [p for p in sets if p in SHAPE_PAIRS]}
+    chosen = {kind: choose(pairs, choice, list(dict.fromkeys(m for p in pairs for m in methods_for(p, args.methods))))
+              for kind, pairs in kinds.items()}
+    for kind, line in chosen.items():
+        if line:
+            say(line)
     say(note)
     if args.write:
         readme = HERE / "README.md"
         for pair in sets:
             write_between(readme, f"bench-{pair}-{budget_tag}", blocks[pair])
-        if sets:
-            write_between(readme, f"bench-choice-{budget_tag}", chosen + "\n\n" + note)
+        for kind, line in chosen.items():
+            if line:
+                write_between(readme, f"bench-choice-{'shape-' if kind == 'shape' else ''}{budget_tag}", line + "\n\n" + note)
         if args.digits:
             write_between(HERE.parent / "digits" / "README.md", f"bench-contrastive-{args.digits_minutes:g}min",
                           blocks["digits"] + "\n\n" + note)

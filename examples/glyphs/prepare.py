@@ -1,18 +1,22 @@
 """Build the glyph-style benchmarks: the same characters drawn in two fonts, black on white, 64 px.
 
-Two pairs, each from Debian font packages:
+Four pairs, each from Debian font packages. Two differ mostly in stroke contrast (the easy pairs):
   cjk:   Noto Sans CJK SC -> Noto Serif CJK SC (fonts-noto-cjk), CJK unified ideographs
   latin: DejaVu Sans -> DejaVu Serif (fonts-dejavu-core), Latin, Greek and Cyrillic letters and signs
+and two differ in shape (slant, proportions, where strokes go and how they end):
+  z003:  DejaVu Sans -> URW Z003 Medium Italic (fonts-urw-base35), a calligraphic italic; the 555 characters
+         both draw, so 150 test and 75 validation characters
+  kai:   Noto Sans CJK SC -> AR PL UKai CN (fonts-arphic-ukai), a brush (kaishu) style; CJK as in cjk
 
 Characters both fonts draw are shuffled (seeded) and cut four ways, disjoint: a held-out test set and a
 validation set drawn in both styles (exact targets, never trained on), and two training halves, the first
 drawn only in style A and the second only in style B, so training is unpaired.
 
-    python examples/glyphs/prepare.py OUT [--pairs cjk latin] [--size 64] [--seed 0]
+    python examples/glyphs/prepare.py OUT [--pairs cjk latin z003 kai] [--size 64] [--seed 0]
 
-Writes OUT/<pair>/{sans,serif}/ (training: `imxlate train --data OUT/cjk --domains sans serif`),
-OUT/<pair>/val/{sans,serif}/ and OUT/<pair>/test/{sans,serif}/, one PNG per character named by its code
-point (U+4E00.png).
+Writes OUT/<pair>/{A,B}/ for training, A and B the pair's style names (`imxlate train --data OUT/cjk --domains
+sans serif`), OUT/<pair>/val/{A,B}/ and OUT/<pair>/test/{A,B}/, one PNG per character named by its code point
+(U+4E00.png).
 """
 from __future__ import annotations
 
@@ -24,14 +28,20 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 FONTS = Path("/usr/share/fonts")
+LATIN = [range(0x21, 0x7F), range(0xA1, 0x250), range(0x370, 0x530), range(0x1E00, 0x1F00)]
 # pair -> (style A name, font file, ttc index), (style B ...), code point ranges, (test, val) counts, cap
 PAIRS = {
     "cjk": (("sans", "opentype/noto/NotoSansCJK-Regular.ttc", 2), ("serif", "opentype/noto/NotoSerifCJK-Regular.ttc", 2),
             [range(0x4E00, 0xA000)], (300, 200), 6000),
     "latin": (("sans", "truetype/dejavu/DejaVuSans.ttf", 0), ("serif", "truetype/dejavu/DejaVuSerif.ttf", 0),
-              [range(0x21, 0x7F), range(0xA1, 0x250), range(0x370, 0x530), range(0x1E00, 0x1F00)], (200, 100), None),
+              LATIN, (200, 100), None),
+    "z003": (("sans", "truetype/dejavu/DejaVuSans.ttf", 0), ("script", "opentype/urw-base35/Z003-MediumItalic.otf", 0),
+             LATIN, (150, 75), None),
+    "kai": (("sans", "opentype/noto/NotoSansCJK-Regular.ttc", 2), ("kai", "truetype/arphic/ukai.ttc", 0),
+            [range(0x4E00, 0xA000)], (300, 200), 6000),
 }
-PACKAGES = {"cjk": "fonts-noto-cjk", "latin": "fonts-dejavu-core"}
+PACKAGES = {"cjk": "fonts-noto-cjk", "latin": "fonts-dejavu-core", "z003": "fonts-urw-base35 fonts-dejavu-core",
+            "kai": "fonts-noto-cjk fonts-arphic-ukai"}
 FILL = 0.8  # the em square spans this share of the image
 
 

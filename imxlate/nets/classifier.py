@@ -97,13 +97,14 @@ def classify(classifier: tuple[Classifier, dict], images: list, batch_size: int 
     return names
 
 
-def _class_folders(data_dirs: list[Path]) -> dict[str, list[Path]]:
-    """Class name -> image files, from the first-level subfolders of every data folder (merged by name)."""
+def _class_folders(data_dirs: list[Path], only: list[str] | None = None) -> dict[str, list[Path]]:
+    """Class name -> image files, from the first-level subfolders of every data folder (merged by name), or
+    only those named in `only`."""
     images: dict[str, list[Path]] = {}
     for root in data_dirs:
         if not root.is_dir():
             raise ImxlateError(f"{root} is not a folder; pass folders holding one subfolder per class")
-        for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+        for sub in sorted(p for p in root.iterdir() if p.is_dir() and (only is None or p.name in only)):
             files = list_images(sub)
             if files:
                 images.setdefault(sub.name, []).extend(files)
@@ -145,14 +146,15 @@ def accuracy(net: Classifier, x: torch.Tensor, y: torch.Tensor, batch_size: int 
 
 def train_classifier(data_dirs: str | Path | list, out: str | Path, steps: int = 2000, batch_size: int = 64,
                      image_size: int = 32, width: int = 32, lr: float = 1e-3, seed: int = 0,
-                     device: str | torch.device = "cpu") -> dict:
-    """Train a classifier on folders holding one subfolder per class (same names merge) and save it to `out`.
+                     device: str | torch.device = "cpu", classes: list[str] | None = None) -> dict:
+    """Train a classifier on folders holding one subfolder per class (same names merge; only the subfolders in
+    `classes` when given) and save it to `out`.
 
     Adam, random shifts of up to size/16 px; returns the summary also stored in the file
     (classes, images, steps, final training accuracy, path).
     """
     dirs = [Path(d) for d in (data_dirs if isinstance(data_dirs, (list, tuple)) else [data_dirs])]
-    files = _class_folders(dirs)
+    files = _class_folders(dirs, classes)
     x, y = _load_set(files, image_size)
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
