@@ -1,5 +1,7 @@
 """The try-a-model page: a real server on a free port of 127.0.0.1 answers the page, translates a posted PNG
-into a PNG of the same size, refuses what it must with a clear message, and stops on Ctrl-C."""
+(raw or in a multipart form) into a PNG of the same size, refuses what it must with an HTTP status and a
+one-line message (never a dropped connection), serves others while a client idles, and stops on Ctrl-C.
+Every socket has a 30 s timeout, so a server that hangs fails a test instead of stalling it."""
 from __future__ import annotations
 
 import http.client
@@ -8,6 +10,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -47,14 +50,40 @@ def running(server: Server):
         assert not thread.is_alive()
 
 
-def request(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, str, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+def request(port: int, method: str, path: str, body: bytes | None = None,
+            headers: dict | None = None) -> tuple[int, str, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        conn.request(method, path, body=body)
+        conn.request(method, path, body=body, headers=headers or {})
         r = conn.getresponse()
         return r.status, r.getheader("Content-Type"), r.read()
     finally:
         conn.close()
+
+
+def answer(sock: socket.socket) -> tuple[int, bytes]:
+    """Read one HTTP answer from a connected socket -> (status, body)."""
+    r = http.client.HTTPResponse(sock)
+    r.begin()
+    return r.status, r.read()
+
+
+def raw(port: int, head: bytes) -> tuple[int, bytes]:
+    """Send `head` (a request line and headers, no body) on a new connection and read the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head)
+        return answer(sock)
+
+
+def form(boundary: str, fields: dict[str, str], files: dict[str, bytes]) -> bytes:
+    """A multipart/form-data body as browsers and curl -F write it."""
+    out = b""
+    for name, value in fields.items():
+        out += f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+    for name, data in files.items():
+        out += (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{name}.png"\r\n'
+                "Content-Type: image/png\r\n\r\n").encode() + data + b"\r\n"
+    return out + f"--{boundary}--\r\n".encode()
 
 
 def png(width: int, height: int, noise: bool = False) -> bytes:
@@ -88,11 +117,99 @@ def test_page_translates_a_png_and_refuses_what_it_must(model):
         status, _, body = request(port, "POST", "/translate?to=monet", png(8, 8))
         assert status == 400 and b"does not know 'monet'" in body
         status, _, body = request(port, "POST", "/translate?to=photos", b"not an image")
-        assert status == 400 and b"not an image" in body
+        assert status == 415 and body.startswith(b"the upload is not an image") and b"BytesIO" not in body
         assert request(port, "GET", "/elsewhere")[0] == 404
 
         status, _, _ = request(port, "POST", "/translate?to=photos", png(33, 51))  # still serving after refusals
         assert status == 200
+
+
+def test_a_multipart_form_upload_translates_like_the_raw_body(model):
+    server = Server(imxlate.load(model, device="cpu"), "127.0.0.1", 0)
+    image = png(24, 20, noise=True)  # noise: CR and LF bytes inside the file
+    with running(server) as port:
+        status, _, raw_out = request(port, "POST", "/translate?to=vangogh&seed=3", image)
+        assert status == 200
+        multipart = {"Content-Type": "multipart/form-data; boundary=----imxlate7MA4YWxk"}
+        body = form("----imxlate7MA4YWxk", {"to": "vangogh", "seed": "3"}, {"file": image})
+        status, ctype, out = request(port, "POST", "/translate", body, multipart)
+        assert status == 200 and ctype == "image/png", out[:200]
+        assert out == raw_out  # the same pixels: the file field's bytes came through exactly
+
+        status, _, msg = request(port, "POST", "/translate?to=vangogh", form("----imxlate7MA4YWxk", {"to": "x"}, {}),
+                                 multipart)
+        assert status == 400 and b"no file field" in msg
+        status, _, msg = request(port, "POST", "/translate?to=vangogh", body[:-30], multipart)
+        assert status == 400 and b"cut short" in msg
+
+
+def test_a_size_the_model_cannot_take_and_a_bug_are_answered(model, monkeypatch):
+    tr = imxlate.load(model, device="cpu")
+    server = Server(tr, "127.0.0.1", 0)
+    with running(server) as port:
+        status, ctype, body = request(port, "POST", "/translate?to=vangogh", png(1, 10000))
+        assert status == 422 and ctype.startswith("text/plain") and b"could not translate a 1x10000 image" in body
+        assert b"\n" not in body
+
+        def broken(*args, **kwargs):
+            return {}["no such key"]  # stands for any bug below the handler
+
+        monkeypatch.setattr(tr, "translate", broken)
+        status, _, body = request(port, "POST", "/translate?to=vangogh", png(8, 8))
+        assert status == 500 and body.startswith(b"internal error (KeyError") and b"\n" not in body
+
+
+def test_bad_content_lengths_are_refused_before_any_body_byte(model):
+    server = Server(imxlate.load(model, device="cpu"), "127.0.0.1", 0, max_upload_mb=1)
+    post = b"POST /translate?to=vangogh HTTP/1.1\r\nHost: localhost\r\n"
+    with running(server) as port:
+        # headers only, the connection left open: each answer must come without waiting for a body
+        assert raw(port, post + b"Content-Length: -1\r\n\r\n") == (400, b"Content-Length must be one whole "
+                                                                        b"number of bytes, not '-1'")
+        assert raw(port, post + b"Content-Length: 12abc\r\n\r\n")[0] == 400
+        assert raw(port, post + b"Content-Length: 3\r\nContent-Length: 4\r\n\r\n")[0] == 400
+        status, body = raw(port, post + b"\r\n")
+        assert status == 411 and b"Content-Length" in body
+        status, body = raw(port, post + b"Content-Length: 300000000\r\n\r\n")
+        assert status == 413 and body == b"the upload is 300.0 MB; the limit is 1 MB (imxlate serve --max-upload-mb)"
+        status, body = raw(port, post + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        assert status == 411 and b"chunked" in body
+        assert raw(port, b"BREW /pot HTTP/1.1\r\n\r\n")[0] == 501
+        assert request(port, "POST", "/translate?to=vangogh", png(16, 16))[0] == 200
+
+
+def test_an_idle_connection_holds_up_no_one(model):
+    server = Server(imxlate.load(model, device="cpu"), "127.0.0.1", 0)
+    with running(server) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as idle:  # connected, sends nothing
+            status, ctype, _ = request(port, "POST", "/translate?to=vangogh", png(37, 29))
+            assert status == 200 and ctype == "image/png"
+            idle.sendall(b"GET / HTTP/1.0\r\n\r\n")  # it was still open all along, and is served too
+            assert answer(idle)[0] == 200
+
+
+def test_connections_past_the_thread_bound_wait_for_a_free_thread(model):
+    server = Server(imxlate.load(model, device="cpu"), "127.0.0.1", 0, threads=2)
+    with running(server) as port:
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(2)]
+        done = threading.Event()
+        got: list = []
+        waiting = threading.Thread(target=lambda: (got.append(request(port, "GET", "/")), done.set()), daemon=True)
+        waiting.start()
+        assert not done.wait(0.5)  # both threads are taken: it waits (queued, not refused or dropped)
+        idle[0].close()
+        waiting.join(timeout=30)
+        assert done.is_set() and got[0][0] == 200
+        idle[1].close()
+
+
+def test_a_silent_client_is_dropped_after_the_read_timeout(model):
+    server = Server(imxlate.load(model, device="cpu"), "127.0.0.1", 0, read_timeout=1)
+    with running(server) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as idle:
+            assert idle.recv(100) == b""  # closed by the server, not by our 30 s timeout
+        status, body = raw(port, b"POST /translate?to=vangogh HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc")
+        assert status == 408 and b"the upload stalled" in body
 
 
 def test_serve_command_prints_its_url_and_stops_on_ctrl_c(model, tmp_path):
