@@ -1,4 +1,6 @@
-"""CycleGAN (Zhu et al. 2017): two ResNet generators, two PatchGAN discriminators, cycle consistency."""
+"""CycleGAN (Zhu et al. 2017): two ResNet generators, two PatchGAN discriminators, cycle consistency.
+--generator unet swaps in the pix2pix U-Net, --generator deform the ResNet with DG-Font's deformable skip
+connections (nets/deform.py), which can move strokes, not only retexture them."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -6,22 +8,28 @@ from dataclasses import dataclass, field
 from .. import losses
 from ..errors import ImxlateError
 from ..nets.common import init_weights
+from ..nets.deform import DeformResnetGenerator, offset_loss
 from ..nets.resnet import ResnetGenerator, default_blocks
 from ..nets.unet import UnetGenerator, unet_levels
 from ..perceptual import PerceptualOptions, perceptual_from_config, record_perceptual
 from .base import Family, ImagePool, ResnetGANOptions, choice, critic_steps
 
+OFFSET_WEIGHT = 0.5  # DG-Font's released training settings: w_off 0.5
+
 
 @dataclass
 class CycleGANConfig(PerceptualOptions, ResnetGANOptions):
     generator: str = field(default="resnet", metadata={
-        "help": "resnet (CycleGAN) | unet (pix2pix U-Net: skip connections carry the input's edges)"})
+        "help": "resnet (CycleGAN) | unet (pix2pix U-Net: skip connections carry the input's edges) | deform "
+                "(ResNet with DG-Font's deformable skip connections: moves strokes, for shape changes)"})
     n_downs: int | None = field(default=None, metadata={
         "help": "U-Net levels (default: all the halvings the crop size allows, 6 at 64 px)"})
     dropout: bool = field(default=False, metadata={
         "help": "dropout 0.5 in the residual blocks (U-Net: in its 8 ngf decoder levels)"})
     lambda_cycle: float = field(default=10.0, metadata={"help": "cycle loss weight each way"})
     lambda_identity: float = field(default=0.5, metadata={"help": "identity loss weight, times lambda_cycle"})
+    lambda_offset: float | None = field(default=None, metadata={
+        "help": "deform generator: weight of the mean absolute skip offset, each way (default 0.5, DG-Font's)"})
     lambda_gp: float = field(default=10.0, metadata={"help": "gradient penalty weight (wgan-gp)"})
     n_critic: int = field(default=1, metadata={"help": "discriminator steps per generator step (5 with wgan-gp)"})
     pool_size: int = field(default=50, metadata={"help": "history of generated images shown to D"})
@@ -47,11 +55,14 @@ class CycleGAN(Family):
     def resolve_config(cls, cfg, train_cfg):
         if cfg.one_way:
             raise ImxlateError("--one-way marks a single imported generator; CycleGAN training needs both directions")
-        choice("generator", cfg.generator, ("resnet", "unet"))
+        choice("generator", cfg.generator, ("resnet", "unet", "deform"))
         cfg.check_nets(train_cfg.crop_size)
-        if (cfg.generator == "unet" and cfg.n_blocks is not None) or (cfg.generator == "resnet" and cfg.n_downs):
+        if (cfg.generator == "unet" and cfg.n_blocks is not None) or (cfg.generator != "unet" and cfg.n_downs):
             raise ImxlateError("--n-blocks sets a ResNet generator, --n-downs a U-Net; give the one that "
                                "matches --generator")
+        if cfg.generator != "deform" and cfg.lambda_offset is not None:
+            raise ImxlateError("--lambda-offset weighs the offsets of --generator deform; leave it out or add "
+                               "--generator deform")
         if cfg.generator == "unet":
             crop = train_cfg.crop_size
             if cfg.n_downs is None:
@@ -59,8 +70,10 @@ class CycleGAN(Family):
             if cfg.n_downs < 5 or crop % 2**cfg.n_downs:
                 raise ImxlateError(f"a U-Net of {cfg.n_downs} levels at --crop-size {crop}: it needs at least 5 "
                                    "levels and a crop size divisible by 2**levels; change --n-downs or --crop-size")
-        if cfg.n_blocks is None and cfg.generator == "resnet":
+        if cfg.n_blocks is None and cfg.generator != "unet":
             cfg.n_blocks = default_blocks(train_cfg.crop_size)
+        if cfg.lambda_offset is None and cfg.generator == "deform":
+            cfg.lambda_offset = OFFSET_WEIGHT
         critic_steps(cfg)
         record_perceptual(cfg)  # a missing or unknown file stops here, before the run folder exists
         return cfg
@@ -73,7 +86,8 @@ class CycleGAN(Family):
             self.size_multiple = 2**downs  # translate pads to it: every level halves the image
             gen = lambda: init_weights(UnetGenerator(3, 3, c.ngf, downs, c.norm, c.dropout, c.upsample))  # noqa: E731
         else:
-            gen = lambda: init_weights(ResnetGenerator(3, 3, c.ngf, n_blocks, c.norm, c.dropout, c.upsample))  # noqa: E731
+            net = DeformResnetGenerator if c.generator == "deform" else ResnetGenerator
+            gen = lambda: init_weights(net(3, 3, c.ngf, n_blocks, c.norm, c.dropout, c.upsample))  # noqa: E731
         if c.one_way:
             return {"G_ab": gen()}
         return {"G_ab": gen(), "G_ba": gen(), "D_a": c.patch_discriminator(), "D_b": c.patch_discriminator()}
@@ -91,7 +105,7 @@ class CycleGAN(Family):
     def generator_losses(self, real_a, real_b):
         """Adversarial, cycle and identity losses of both generators -> (total, parts, fakes)."""
         c, n = self.cfg, self.nets
-        fake_b, fake_a = n["G_ab"](real_a), n["G_ba"](real_b)
+        (fake_b, offset_ab), (fake_a, offset_ba) = self.generate("G_ab", real_a), self.generate("G_ba", real_b)
         rec_a, rec_b = n["G_ba"](fake_b), n["G_ab"](fake_a)
         parts = {
             "G_ab": losses.g_loss(c.gan_loss, n["D_b"](fake_b)),
@@ -103,9 +117,21 @@ class CycleGAN(Family):
             w = c.lambda_identity * c.lambda_cycle
             parts["idt_a"] = losses.distance("l1", n["G_ba"](real_a), real_a) * w
             parts["idt_b"] = losses.distance("l1", n["G_ab"](real_b), real_b) * w
+        if offset_ab is not None:  # DG-Font: the offsets of the translation (not of the reconstruction)
+            w = OFFSET_WEIGHT if c.lambda_offset is None else c.lambda_offset  # None: a config built unresolved
+            parts["offset_ab"] = offset_ab * w
+            parts["offset_ba"] = offset_ba * w
         if self.perceptual is not None:  # features of each translation against its input's (Taigman et al.)
             parts["perceptual"] = c.perceptual_weight * (self.perceptual(fake_b, real_a) + self.perceptual(fake_a, real_b))
         return sum(parts.values()), parts, (fake_a, fake_b)
+
+    def generate(self, name: str, x):
+        """Generator `name` on `x` -> (its output, the offset loss of its deformable skips; None without)."""
+        net = self.nets[name]
+        if isinstance(net, DeformResnetGenerator):
+            y, offsets = net.deformed(x)
+            return y, offset_loss(offsets)
+        return net(x), None
 
     def discriminator_loss(self, D, real, fake):
         return losses.critic_loss(self.cfg.gan_loss, D, real, fake, self.cfg.lambda_gp)

@@ -23,13 +23,14 @@ def nce_layers(n_blocks: int) -> list[int]:
     return [0, 4, 7, 10, 10 + min(4, n_blocks - 1)]
 
 
-def upsampling(channels: int, kind: str, bias: bool) -> list[nn.Module]:
-    """x2 upsampling to half the channels: a transposed convolution (the reference), or a nearest
-    resize + convolution, which avoids checkerboard artefacts (Odena et al. 2016)."""
+def upsampling(channels: int, kind: str, bias: bool, out_ch: int | None = None) -> list[nn.Module]:
+    """x2 upsampling to `out_ch` channels (default half of `channels`): a transposed convolution (the
+    reference), or a nearest resize + convolution, which avoids checkerboard artefacts (Odena et al. 2016)."""
+    out_ch = out_ch or channels // 2
     if kind == "transpose":
-        return [nn.ConvTranspose2d(channels, channels // 2, 3, stride=2, padding=1, output_padding=1, bias=bias)]
+        return [nn.ConvTranspose2d(channels, out_ch, 3, stride=2, padding=1, output_padding=1, bias=bias)]
     if kind == "resize":
-        return resize_conv(channels, channels // 2, bias)
+        return resize_conv(channels, out_ch, bias)
     raise ValueError(f"unknown upsampling {kind!r}; choose transpose or resize")
 
 
