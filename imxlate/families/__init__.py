@@ -17,6 +17,7 @@ REGISTRY = {
     "latent-mapping": "latent_mapping:LatentMapping",
     "cut": "cut:CUT",
     "fastcut": "cut:FastCUT",
+    "ugatit": "ugatit:UGATIT",
 }
 
 
