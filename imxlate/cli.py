@@ -1,9 +1,13 @@
 """The `imxlate` command line, the only module that uses Typer: each command parses its options, calls
 one library function (training in train.py, translation in translate.py, evaluation in evaluate.py,
-import in foreign.py, export in export.py, run reports in report.py, the try-a-model page in serve.py) and prints the result. Besides the commands: `fail` and
-`user_errors` (every error a user can cause as one `error:` line, status 2), `OneLineErrors` (usage
-errors the same way), `names_and_options` (`--domains a b c`) and `config_options` (a config
-dataclass's fields as options: `train` takes TrainConfig's)."""
+import in foreign.py, export in export.py, run reports in report.py, the try-a-model page in serve.py) and
+prints the result. Besides the commands: `fail` and `user_errors` (every error a user can cause as one
+`error:` line, status 2), `OneLineErrors` (usage errors the same way), `names_and_options` (`--domains a b c`),
+`config_options` (a config dataclass's fields as options: `train` takes TrainConfig's) and `family_help`
+(`imxlate train --family NAME --help`: that family's options, from its config dataclass).
+
+Torch and the library modules are imported inside the commands that use them, so `imxlate --help`,
+`--version` and usage errors answer at once."""
 from __future__ import annotations
 
 import dataclasses
@@ -20,16 +24,15 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 try:  # typer 0.2x carries its own click
     from typer._click import exceptions as click_exceptions
 except ImportError:  # older typer uses click itself
     from click import exceptions as click_exceptions
 
-from . import store
-from .config import TrainConfig, check_at_least, options_help, parse_extra_args
-from .data import MAX_PIXELS
+from . import __version__
+from .config import MAX_PIXELS, TrainConfig, check_at_least, is_recorded, parse_extra_args
 from .errors import ImxlateError, os_error_message
 from .families import REGISTRY, family_class
 
@@ -40,7 +43,22 @@ def fail(message: str, status: int = 2):
     raise SystemExit(status)
 
 
-class OneLineErrors(TyperGroup):
+class PlainFlags:
+    """Help pages show a flag (an option that takes no value, such as --fid) without a type after it."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for p in params:
+            if getattr(p, "is_flag", False):
+                p.metavar = ""
+        return params
+
+
+class Command(PlainFlags, TyperCommand):
+    """Every imxlate command."""
+
+
+class OneLineErrors(PlainFlags, TyperGroup):
     """Usage errors (an unknown option, a missing argument, a bad number) as one line, like every other error."""
 
     def main(self, *args, standalone_mode: bool = True, **kwargs):
@@ -72,6 +90,24 @@ out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False)
 
 
+def command(*args, **kwargs):
+    """`app.command` with imxlate's Command class (or a subclass of it)."""
+    return app.command(*args, cls=kwargs.pop("cls", Command), **kwargs)
+
+
+def show_version(value: bool) -> None:
+    """`imxlate --version`: print the version and stop before any command runs."""
+    if value:
+        out.print(f"imxlate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def options(version: bool = typer.Option(False, "--version", callback=show_version, is_eager=True,
+                                         help="print the version and exit")):
+    """The options before a command (--version); the page's help is the app's (typer.Typer above)."""
+
+
 def user_errors(fn):
     """Print an ImxlateError (or a file error no code path foresaw: a full disk, no permission) as one
     line and exit with status 2, never a traceback."""
@@ -84,15 +120,6 @@ def user_errors(fn):
         except OSError as e:
             fail(os_error_message(e))
     return wrapper
-
-
-def _family_options_text() -> str:
-    parts = []
-    for name in REGISTRY:
-        rows = options_help(family_class(name).Config)
-        lines = "\n\n".join(f"  {opt} (default {default}) {help_}" for opt, default, help_ in rows)
-        parts.append(f"[bold]--model {name}[/] options:\n\n{lines}")
-    return "\n\n".join(parts)
 
 
 def names_and_options(names: list[str] | None, args: list[str]) -> tuple[list[str], list[str]]:
@@ -112,12 +139,14 @@ def names_and_options(names: list[str] | None, args: list[str]) -> tuple[list[st
 
 def config_options(cls):
     """Decorator: the fields of config dataclass `cls` become options of the command, received in its
-    `**config`: --field-name, with the field's default (a list starts empty: None) and the help in its
-    metadata. They go into the signature Typer reads, after the command's positional parameters."""
+    `**config`: --field-name (or the flags in the field's metadata), with the field's default (a list starts
+    empty: None), the help and the help panel in its metadata; recorded fields are hidden. They go into the
+    signature Typer reads, after the command's positional parameters."""
     hints = typing.get_type_hints(cls)
     fields = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[f.name], default=typer.Option(
-                  None if f.default is dataclasses.MISSING else f.default, f"--{f.name.replace('_', '-')}",
-                  help=f.metadata["help"]))
+                  None if f.default is dataclasses.MISSING else f.default,
+                  *f.metadata.get("flags", [f"--{f.name.replace('_', '-')}"]), help=_field_help(f, hints[f.name]),
+                  hidden=is_recorded(f), rich_help_panel=f.metadata.get("panel"), show_default=f.default is not True))
               for f in dataclasses.fields(cls)]
 
     def add(fn):
@@ -128,26 +157,82 @@ def config_options(cls):
     return add
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-             epilog="Examples:\n\n"
-                    "  imxlate train --domains photos vangogh\n\n"
-                    "  imxlate train --data horse2zebra --domains horse zebra --epochs 100 --epochs-decay 100\n\n"
-                    "  imxlate train --domains a b --steps 200 --crop-size 64 --load-size 72 --ngf 16 --n-blocks 3\n\n"
-                    "  imxlate train --resume runs/photos2vangogh\n\n"
-                    "  torchrun --nproc_per_node 4 -m imxlate train --domains photos vangogh\n\n")
+def _field_help(f: dataclasses.Field, tp) -> str:
+    """A field's help; a switch that is on by default says how to turn it off (`--name false`)."""
+    text = f.metadata.get("help", "")
+    if tp is bool and f.default is True:
+        return f"{text} (on by default; --{f.name.replace('_', '-')} false turns it off)"
+    return text
+
+
+def _named_family(args: list[str]) -> str | None:
+    """The family named among `imxlate train`'s arguments (--family NAME, --family=NAME or --model ...)."""
+    flags = next(f.metadata["flags"] for f in dataclasses.fields(TrainConfig) if f.name == "model")
+    for i, arg in enumerate(args):
+        key, eq, value = arg.partition("=")
+        if key in flags:
+            return value if eq else (args[i + 1] if i + 1 < len(args) else None)
+    return None
+
+
+class TrainCommand(Command):
+    """`imxlate train`: its help lists the common options and the families; with --family NAME it lists that
+    family's options instead."""
+
+    def parse_args(self, ctx, args):
+        ctx.meta["imxlate.family"] = _named_family(args)
+        return super().parse_args(ctx, args)
+
+    def format_help(self, ctx, formatter):
+        name = ctx.meta.get("imxlate.family")
+        if name is None:
+            return super().format_help(ctx, formatter)
+        if name not in REGISTRY:
+            ctx.fail(f"unknown model family '{name}'; choose from {', '.join(REGISTRY)}")
+        return family_help(name).format_help(ctx, formatter)
+
+
+@functools.cache
+def family_help(name: str) -> TyperCommand:
+    """The help page of `imxlate train --family NAME --help`: the family's options from its config dataclass
+    (recorded fields hidden), what it is, and its training defaults."""
+    cls = family_class(name)
+    about = " ".join((cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").split("\n\n")[0].split())
+    defaults = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in cls.train_defaults.items())
+
+    def family_options(**config):
+        """Only its help page is shown: `train` reads these options."""
+
+    family_options.__doc__ = (f"Options of the {escape(name)} family, for `imxlate train --family {escape(name)} "
+                              f"...`. {escape(about)}\n\nEvery choice is saved in the model file; `imxlate train "
+                              "--help` lists the options every family takes.")
+    page = typer.Typer(rich_markup_mode="rich", add_completion=False)
+    page.command(cls=Command, epilog=f"Training defaults of {escape(name)}: {escape(defaults)}." if defaults else None)(
+        config_options(cls.Config)(family_options))
+    return typer.main.get_command(page)
+
+
+@command(cls=TrainCommand, context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+         epilog=f"[bold]Families[/]: {', '.join(REGISTRY)}. Each has options of its own (such as --ngf, --ndf, "
+                "--n-blocks, --lambda-cycle): `imxlate train --family NAME --help` lists them.\n\n"
+                "Examples:\n\n"
+                "  imxlate train --domains photos vangogh --preset quick\n\n"
+                "  imxlate train --data horse2zebra --domains horse zebra --epochs 100 --epochs-decay 100\n\n"
+                "  imxlate train --domains a b --family cut --steps 2000 --crop-size 64 --ngf 16 --ndf 16\n\n"
+                "  imxlate train --resume runs/photos2vangogh\n\n"
+                "  torchrun --nproc_per_node 4 -m imxlate train --domains photos vangogh\n\n")
 @user_errors
 @config_options(TrainConfig)
 def train(
     ctx: typer.Context,
     *,
     resume: Optional[Path] = typer.Option(None, help="continue the run in this folder (or checkpoint file)"),
-    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
     **config,
 ):
-    """Train a translation model on folders of unpaired images.
+    """Train a translation model on folders of unpaired images; every choice is saved in the model file.
 
-    Options of the chosen family (such as --ngf, --n-blocks, --gan-loss, --lambda-cycle) follow the
-    family list below; every choice is saved in the model file.
+    The common options come first; a family's own options: `imxlate train --family NAME --help`.
     """
     from .train import train as run_training
 
@@ -156,11 +241,11 @@ def train(
     run_training(cfg, parse_extra_args(family_options), str(resume) if resume else None, quiet=quiet)
 
 
-@app.command(epilog="Examples:\n\n"
-                    "  imxlate translate input/ --to vangogh\n\n"
-                    "  imxlate translate photo.jpg 'more/*.png' --to vangogh --model runs/photos2vangogh --out styled/\n\n"
-                    "  imxlate translate examples/emoji --to noto --out translated/\n\n"
-                    "  imxlate translate panorama.png --to vangogh --max-memory 4GB --max-pixels 40000000")
+@command(epilog="Examples:\n\n"
+                "  imxlate translate input/ --to vangogh\n\n"
+                "  imxlate translate photo.jpg 'more/*.png' --to vangogh --model runs/photos2vangogh --out styled/\n\n"
+                "  imxlate translate examples/emoji --to noto --out translated/\n\n"
+                "  imxlate translate panorama.png --to vangogh --max-memory 4GB --max-pixels 40000000")
 @user_errors
 def translate(
     inputs: List[str] = typer.Argument(..., help="image files, folders (recursive), globs and video files "
@@ -233,11 +318,11 @@ def translate(
         fail(f"{len(report.failed)} file(s) skipped (reasons above): " + ", ".join(str(p) for p, _ in report.failed), 1)
 
 
-@app.command(name="eval", epilog="Examples:\n\n"
-                                 "  imxlate eval --fid\n\n"
-                                 "  imxlate eval --fid --kid --real testB/ --fake results/fake_B/\n\n"
-                                 "  imxlate eval --model model.safetensors --source testA/ --target testB/ --to zebra --fid --kid\n\n"
-                                 "  imxlate eval --fid --real testB/ --save-stats zebra_test.npz")
+@command(name="eval", epilog="Examples:\n\n"
+                             "  imxlate eval --fid\n\n"
+                             "  imxlate eval --fid --kid --real testB/ --fake results/fake_B/\n\n"
+                             "  imxlate eval --model model.safetensors --source testA/ --target testB/ --to zebra --fid --kid\n\n"
+                             "  imxlate eval --fid --real testB/ --save-stats zebra_test.npz")
 @user_errors
 def evaluate(
     fid: bool = typer.Option(False, "--fid", help="Fréchet Inception Distance"),
@@ -282,11 +367,12 @@ def evaluate(
         out.print_json(json.dumps(result.report)) if as_json else out.print(result.text)
 
 
-@app.command(epilog="Examples:\n\n  imxlate info runs/photos2vangogh/model.safetensors\n\n  imxlate info")
+@command(epilog="Examples:\n\n  imxlate info runs/photos2vangogh/model.safetensors\n\n  imxlate info")
 @user_errors
 def info(model: Optional[str] = typer.Argument(None, help="model file or run folder (default: the shipped model)"),
          as_json: bool = typer.Option(False, "--json", help="print the metadata as JSON")):
     """Describe a model file: family, domains, directions, architecture, sizes, training."""
+    from . import store
     from .translate import find_model
 
     path, _ = find_model(model, None) if model else _shipped_or_newest()
@@ -329,12 +415,13 @@ def _shipped_or_newest():
     return (shipped[0], "shipped") if shipped else find_model(None, None)
 
 
-@app.command(epilog="Example:\n\n  imxlate runs")
+@command(epilog="Example:\n\n  imxlate runs")
 @user_errors
 def runs(folder: Path = typer.Argument(Path("runs"), help="the runs folder")):
     """List training runs: family, domains, progress, last checkpoint, model file, report page."""
     import datetime
 
+    from . import store
     from .report import REPORT
     from .store import CHECKPOINT, MODEL
 
@@ -358,8 +445,8 @@ def runs(folder: Path = typer.Argument(Path("runs"), help="the runs folder")):
     out.print("Open a run's report.html in a browser; `imxlate report RUN` writes or updates it (also mid-run).")
 
 
-@app.command(epilog="Examples:\n\n  imxlate report runs/photos2vangogh\n\n"
-                    "  tensorboard --logdir runs   (event files, with the tensorboard extra)")
+@command(epilog="Examples:\n\n  imxlate report runs/photos2vangogh\n\n"
+                "  tensorboard --logdir runs   (event files, with the tensorboard extra)")
 @user_errors
 def report(run: Path = typer.Argument(..., help="the run folder")):
     """Write RUN/report.html: recipe, loss curves, sample grids, collapse warnings and snapshots on one page
@@ -373,7 +460,7 @@ def report(run: Path = typer.Argument(..., help="the run folder")):
         err.print(f"Note: {escape(MATPLOTLIB_NOTE)}")
 
 
-@app.command(epilog="Examples:\n\n  imxlate serve runs/photos2vangogh\n\n  imxlate serve model.safetensors --port 0")
+@command(epilog="Examples:\n\n  imxlate serve runs/photos2vangogh\n\n  imxlate serve model.safetensors --port 0")
 @user_errors
 def serve(
     model: Optional[str] = typer.Argument(None, help="model file or run folder (default: the shipped model, "
@@ -398,7 +485,7 @@ def serve(
                say=lambda msg: out.print(msg, soft_wrap=True))
 
 
-@app.command("train-classifier", epilog="Example:\n\n  imxlate train-classifier digits/train/printed --out digits_printed.safetensors")
+@command("train-classifier", epilog="Example:\n\n  imxlate train-classifier digits/train/printed --out digits_printed.safetensors")
 @user_errors
 def train_classifier(
     data: List[Path] = typer.Argument(..., help="folders holding one subfolder of images per class (same names merge)"),
@@ -412,9 +499,10 @@ def train_classifier(
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps"),
 ):
     """Train a small classifier on class folders (to judge translations with eval --classifier, or as --perceptual-net)."""
+    from . import store
     from .config import check_seed
-    from .nets.classifier import train_classifier as run
     from .device import pick_device
+    from .nets.classifier import train_classifier as run
 
     check_at_least({"steps": steps, "batch_size": batch_size, "image_size": image_size, "width": width}, 1)
     check_at_least({"lr": lr}, 0)
@@ -427,13 +515,13 @@ def train_classifier(
               f"training accuracy {s['train_accuracy']:.1%}")
 
 
-@app.command("import", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-             epilog="Examples:\n\n"
-                    "  imxlate import horse2zebra.pth --from horse --to zebra --reverse zebra2horse.pth "
-                    "--out horse2zebra.safetensors\n\n"
-                    "  imxlate import latest_net_G_A.pth --from photo --to monet\n\n"
-                    "  imxlate import facades_label2photo.pth --from labels --to facade   (a pix2pix U-Net)\n\n"
-                    "  imxlate import 200000-G.ckpt --family stargan --domains black_hair blond_hair brown_hair male young")
+@command("import", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+         epilog="Examples:\n\n"
+                "  imxlate import horse2zebra.pth --from horse --to zebra --reverse zebra2horse.pth "
+                "--out horse2zebra.safetensors\n\n"
+                "  imxlate import latest_net_G_A.pth --from photo --to monet\n\n"
+                "  imxlate import facades_label2photo.pth --from labels --to facade   (a pix2pix U-Net)\n\n"
+                "  imxlate import 200000-G.ckpt --family stargan --domains black_hair blond_hair brown_hair male young")
 @user_errors
 def import_(
     ctx: typer.Context,
@@ -455,6 +543,7 @@ def import_(
     Files are read as plain tensors (torch.load with weights_only=True); the architecture is read
     from their keys and shapes.
     """
+    from . import store
     from .foreign import import_checkpoint
 
     domains, extra = names_and_options(domains, ctx.args)
@@ -468,10 +557,10 @@ def import_(
     out.print(f"Wrote {written}: {meta['family']} ({arch}), {', '.join(meta['directions'])}")
 
 
-@app.command(epilog="Examples:\n\n"
-                    "  imxlate export horse2zebra.safetensors --to zebra --format onnx\n\n"
-                    "  imxlate export runs/photos2vangogh --to vangogh --format torchscript --out vangogh.pt\n\n"
-                    "  imxlate export model.safetensors --to zebra --fp16 --device cuda")
+@command(epilog="Examples:\n\n"
+                "  imxlate export horse2zebra.safetensors --to zebra --format onnx\n\n"
+                "  imxlate export runs/photos2vangogh --to vangogh --format torchscript --out vangogh.pt\n\n"
+                "  imxlate export model.safetensors --to zebra --fp16 --device cuda")
 @user_errors
 def export(
     model: str = typer.Argument(..., help="model file or run folder"),
@@ -514,6 +603,3 @@ def main(argv: list[str] | None = None) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
-
-
-train.__doc__ += "\n\n" + _family_options_text()

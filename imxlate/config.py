@@ -1,60 +1,90 @@
-"""Training configuration (`TrainConfig`, whose fields are also the `imxlate train` options), the checks of
-counts, sizes and seeds, and the typed `--key value` overrides that fill any config dataclass."""
+"""Training configuration (`TrainConfig`, whose fields are also the `imxlate train` options), the presets
+(`--preset quick`), the checks of counts, sizes and seeds, and the typed `--key value` overrides that fill any
+config dataclass. Imports no torch: the command line reads it to show its help."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import typing
 from dataclasses import dataclass, field
 
 from .errors import ImxlateError
 
+# Images with more pixels than this (width x height) are skipped unless --max-pixels says otherwise.
+MAX_PIXELS = 4096 * 4096
+# A preset fills options the user left out. Sizes and widths are upper bounds: a family whose own default is
+# smaller keeps it, and ngf/ndf apply to the families that have them. Quick: a first result in minutes on a
+# CPU (measured 0.25 s/step for CycleGAN on one core of an Intel Xeon: 2,000 steps in about 8 min).
+PRESETS = {"quick": {"crop_size": 64, "ngf": 16, "ndf": 16, "steps": 2000}}
+# Help text beginning with this marks a field the tool records (a file's digest), not an option a user sets.
+RECORDED = "recorded:"
+# The option groups of `imxlate train --help` after the common one (a field's metadata "panel").
+SCHEDULE, OUTPUTS = "Schedule, data and precision", "Outputs and logging"
+
+
+def describe_preset(name: str) -> str:
+    """'crop 64 px, ngf 16, ndf 16, 2000 steps' for a preset's values."""
+    values = PRESETS[name]
+    return ", ".join(f"crop {v} px" if k == "crop_size" else f"{v} steps" if k == "steps" else f"{k} {v}"
+                     for k, v in values.items())
+
 
 @dataclass
 class TrainConfig:
     """How a run is trained (the loop's settings); each family's own Config holds its architecture and losses.
 
-    Fields left as None take the family's defaults (`Family.train_defaults`), then the generic ones in
-    `resolved`. Each field is also the `imxlate train` option of its name (`batch_size`: --batch-size),
-    with its default and the help in its metadata: the command line is built from these fields.
+    Fields left as None take the preset's values (`apply_preset`), then the family's defaults
+    (`Family.train_defaults`), then the generic ones in `resolved`. Each field is also the `imxlate train`
+    option of its name (`batch_size`: --batch-size; or the "flags" in its metadata: `model` is --family, alias
+    --model), with its default, its help and its help panel ("panel"; none: the common options) in its
+    metadata: the command line is built from these fields.
     """
 
     domains: list[str] = field(default_factory=list, metadata={"help": "domain folder names: --domains photos vangogh"})
     data: str = field(default=".", metadata={"help": "folder holding one sub-folder per domain (or trainA/trainB)"})
     model: str = field(default="cyclegan", metadata={
-        "help": "family (each is listed above with its options). Default cyclegan, with --ema 0.999: at an equal "
-                "CPU budget it beat CUT and FastCUT, and the average beat its last weights, on held-out glyph "
-                "styles (examples/glyphs)"})
+        "flags": ("--family", "--model"),
+        "help": "model family (listed below; `imxlate train --family NAME --help` shows its options). Default "
+                "cyclegan with --ema 0.999: it beat CUT and FastCUT on held-out glyph styles (examples/glyphs)"})
+    preset: str | None = field(default=None, metadata={
+        "help": "quick: a first try in minutes (" + describe_preset("quick") + "); options you give win"})
     out: str | None = field(default=None, metadata={"help": "run folder (default runs/<a>2<b>, numbered if taken)"})
     steps: int | None = field(default=None, metadata={
-        "help": "train N iterations, the learning-rate schedule fitted into them (constant for the --epochs "
-                "share, then linear decay to zero over the --epochs-decay share); without it the run lasts "
-                "--epochs + --epochs-decay epochs"})
-    epochs: int | None = field(default=None, metadata={
-        "help": "epochs at the initial learning rate (CycleGAN: 100); with --steps, the constant share"})
-    epochs_decay: int | None = field(default=None, metadata={
-        "help": "epochs of linear decay to zero (CycleGAN: 100); with --steps, the decaying share"})
-    batch_size: int | None = field(default=None, metadata={"help": "images per domain per step, per rank"})
-    load_size: int | None = field(default=None, metadata={"help": "resize to this before cropping (CycleGAN: 286)"})
+        "help": "train N iterations, the learning-rate schedule fitted into them (default: --epochs + "
+                "--epochs-decay epochs)"})
     crop_size: int | None = field(default=None, metadata={"help": "training image size (CycleGAN: 256)"})
-    preprocess: str = field(default="resize_and_crop", metadata={"help": "resize_and_crop | crop | scale_width | none"})
-    no_flip: bool = field(default=False, metadata={"help": "no random horizontal flips"})
-    max_images: int | None = field(default=None, metadata={"help": "use at most N images per domain"})
-    seed: int = field(default=0, metadata={"help": "random seed (runs are repeatable)"})
+    batch_size: int | None = field(default=None, metadata={"help": "images per domain per step, per rank"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N | mps"})
-    workers: int | None = field(default=None, metadata={"help": "data loading processes (default: cores - 1, at most 4)"})
-    save_every: int = field(default=1000, metadata={"help": "checkpoint every N steps (also at the end and on Ctrl-C)"})
-    sample_every: int = field(default=500, metadata={"help": "sample grid every N steps"})
-    snapshot_every: int = field(default=0, metadata={
-        "help": "also write a model file every N steps to snapshots/ (0: off), to pick one by a validation score"})
-    log_every: int = field(default=10, metadata={"help": "loss log line every N steps"})
-    amp: str = field(default="none", metadata={"help": "mixed precision on CUDA: none | bf16 | fp16"})
-    gradient_accumulation: int = field(default=1, metadata={"help": "average gradients over N steps before an update"})
+    epochs: int | None = field(default=None, metadata={
+        "panel": SCHEDULE, "help": "epochs at the initial learning rate (CycleGAN: 100); with --steps, the constant "
+                                   "share"})
+    epochs_decay: int | None = field(default=None, metadata={
+        "panel": SCHEDULE, "help": "epochs of linear decay to zero (CycleGAN: 100); with --steps, the decaying share"})
+    load_size: int | None = field(default=None, metadata={
+        "panel": SCHEDULE, "help": "resize to this before cropping (CycleGAN: 286)"})
+    preprocess: str = field(default="resize_and_crop", metadata={
+        "panel": SCHEDULE, "help": "resize_and_crop | crop | scale_width | none"})
+    no_flip: bool = field(default=False, metadata={"panel": SCHEDULE, "help": "no random horizontal flips"})
+    max_images: int | None = field(default=None, metadata={
+        "panel": SCHEDULE, "help": "use at most N images per domain"})
+    seed: int = field(default=0, metadata={"panel": SCHEDULE, "help": "random seed (runs are repeatable)"})
+    workers: int | None = field(default=None, metadata={
+        "panel": SCHEDULE, "help": "data loading processes (default: cores - 1, at most 4)"})
+    amp: str = field(default="none", metadata={
+        "panel": SCHEDULE, "help": "mixed precision on CUDA: none | bf16 | fp16"})
+    gradient_accumulation: int = field(default=1, metadata={
+        "panel": SCHEDULE, "help": "average gradients over N steps before an update"})
     ema: float | None = field(default=None, metadata={
-        "help": "moving average of the translation networks' weights, e.g. 0.999 (0: off; default 0.999 for "
-                "cyclegan, chosen on the glyph benchmark's validation characters, else 0); the model file and "
-                "sample grids use the average"})
+        "panel": SCHEDULE, "help": "moving average of the translation networks' weights, e.g. 0.999 (0: off; default "
+                                   "0.999 for cyclegan, else 0); the model file and sample grids use the average"})
+    save_every: int = field(default=1000, metadata={
+        "panel": OUTPUTS, "help": "checkpoint every N steps (also at the end and on Ctrl-C)"})
+    sample_every: int = field(default=500, metadata={"panel": OUTPUTS, "help": "sample grid every N steps"})
+    snapshot_every: int = field(default=0, metadata={
+        "panel": OUTPUTS, "help": "also write a model file every N steps to snapshots/ (0: off)"})
+    log_every: int = field(default=10, metadata={
+        "panel": OUTPUTS, "help": "log.jsonl line every N steps; when the output is not a terminal, also a progress "
+                                  "line (and at least one every 30 s)"})
 
     def check(self) -> None:
         """Refuse values that cannot train (zero or negative counts and sizes, a domain named twice, ...)
@@ -68,6 +98,8 @@ class TrainConfig:
 
         if self.preprocess not in PREPROCESS_MODES:
             raise ImxlateError(f"--preprocess {self.preprocess}: use {', '.join(PREPROCESS_MODES)}")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ImxlateError(f"--preset {self.preset}: use {', '.join(PRESETS)}")
         if self.amp not in AMP_MODES:
             raise ImxlateError(f"--amp {self.amp}: use {', '.join(AMP_MODES)}")
         if self.ema is not None and not 0 <= self.ema < 1:
@@ -89,6 +121,27 @@ class TrainConfig:
         if values["load_size"] < values["crop_size"]:
             values["load_size"] = values["crop_size"]
         return TrainConfig(**values)
+
+
+def apply_preset(cfg: TrainConfig, family_args: dict, family_config: type, family_defaults: dict):
+    """Fill the options the user left out from `cfg.preset` -> (TrainConfig, family options as strings). A number
+    whose default is a number is an upper bound (a smaller default stays); a load size left out keeps the family's
+    load : crop ratio to the crop size; family options apply where the family's config has them."""
+    if cfg.preset is None:
+        return cfg, family_args
+    values, defaults = PRESETS[cfg.preset], TrainConfig().resolved(family_defaults)
+    own = {f.name: f.default for f in dataclasses.fields(family_config)}
+    args = {**{k: str(_bounded(v, own[k])) for k, v in values.items() if k in own}, **family_args}
+    changes = {k: _bounded(v, getattr(defaults, k)) for k, v in values.items()
+               if hasattr(cfg, k) and getattr(cfg, k) is None}
+    if cfg.load_size is None:
+        crop = changes.get("crop_size", cfg.crop_size or defaults.crop_size)
+        changes["load_size"] = round(crop * defaults.load_size / defaults.crop_size)
+    return dataclasses.replace(cfg, **changes), args
+
+
+def _bounded(value, default):
+    return min(value, default) if isinstance(default, (int, float)) and not isinstance(default, bool) else value
 
 
 AMP_MODES = ("none", "bf16", "fp16")
@@ -161,33 +214,23 @@ def parse_extra_args(args: list[str]) -> dict[str, str | None]:
 
 
 def apply_overrides(cfg, overrides: dict[str, str | None]):
-    """Set the fields of dataclass `cfg` named in `overrides` (strings converted to the field types).
-
-    Returns (new config, keys that were used).
-    """
+    """Dataclass `cfg` with the fields named in `overrides` set (strings converted to the field types); names
+    that are not fields are left for the caller to refuse."""
     hints = typing.get_type_hints(type(cfg))
-    changes, used = {}, set()
+    changes = {}
     for f in dataclasses.fields(cfg):
-        if f.name in overrides:
-            raw = overrides[f.name]
-            tp = hints[f.name]
-            if raw is None:
-                if tp is not bool:
-                    raise ImxlateError(f"--{f.name.replace('_', '-')} needs a value")
-                changes[f.name] = True
-            else:
-                changes[f.name] = _convert(raw, tp, f.name.replace("_", "-"))
-                value = changes[f.name]
-                if isinstance(value, (int, float)):  # counts, sizes, weights and rates are never negative
-                    check_at_least({f.name: value}, 0 if isinstance(value, float) or f.name in ZERO_ALLOWED else 1)
-            used.add(f.name)
-    return dataclasses.replace(cfg, **changes), used
+        if f.name not in overrides:
+            continue
+        raw, tp, option = overrides[f.name], hints[f.name], f.name.replace("_", "-")
+        if raw is None and tp is not bool:
+            raise ImxlateError(f"--{option} needs a value")
+        value = True if raw is None else _convert(raw, tp, option)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):  # counts, sizes, weights, rates: >= 0
+            check_at_least({f.name: value}, 0 if isinstance(value, float) or f.name in ZERO_ALLOWED else 1)
+        changes[f.name] = value
+    return dataclasses.replace(cfg, **changes)
 
 
-def options_help(cls) -> list[tuple[str, str, str]]:
-    """(--option, default, help) rows for a config dataclass, for --help text."""
-    rows = []
-    for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        rows.append((f"--{f.name.replace('_', '-')}", json.dumps(default), f.metadata.get("help", "")))
-    return rows
+def is_recorded(f: dataclasses.Field) -> bool:
+    """Whether a config field is a value the tool records (such as a file's digest), not an option to set."""
+    return f.metadata.get("help", "").startswith(RECORDED)

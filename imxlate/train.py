@@ -2,25 +2,28 @@
 progress, sample grids, the loss log, TensorBoard event files, the final model file and the run's report."""
 from __future__ import annotations
 
+import collections
 import json
 import math
 import os
 import random
 import signal
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.text import Text
 from torchvision.utils import make_grid, save_image
 
 from . import store
 from .store import CHECKPOINT, MODEL
-from .config import TrainConfig, apply_overrides, from_dict, to_dict
+from .config import TrainConfig, apply_overrides, apply_preset, describe_preset, from_dict, to_dict
 from .device import pick_device
 from .distributed import dist_broadcast, dist_setup, param_digest
 from .data import (Domain, Transform, UnpairedDataset, collate, find_domain_folder, load_rgb, to_tensor, upscale_note,
@@ -30,7 +33,7 @@ from .families import family_class
 from .averaging import MovingAverage
 from .health import CHECK_EVERY, CollapseWatch, look
 from .optim import describe_schedule
-from .report import loss_group, write_report
+from .report import GROUPS, loss_group, write_report
 from .nets.common import param_count
 
 console = Console(highlight=False)
@@ -175,12 +178,14 @@ def resolve(cfg: TrainConfig, family_args: dict, resume: str | None) -> Plan:
         fam_cls = family_class(state["family"])
         return Plan(cfg, fam_cls, from_dict(fam_cls.Config, state["family_config"]), state, ckpt.parent)
     fam_cls = family_class(cfg.model)
-    cfg = cfg.resolved(fam_cls.train_defaults)
-    fam_cfg, used = apply_overrides(fam_cls.Config(), family_args)
-    unknown = set(family_args) - used
+    unknown = set(family_args) - {f.name for f in fields(fam_cls.Config)}
     if unknown:
         names = ", ".join(f"--{k.replace('_', '-')}" for k in sorted(unknown))
-        raise ImxlateError(f"{names}: not an option of the {cfg.model} family; see `imxlate train --help`")
+        raise ImxlateError(f"{names}: not an option of the {cfg.model} family; see "
+                           f"`imxlate train --family {cfg.model} --help`")
+    cfg, family_args = apply_preset(cfg, family_args, fam_cls.Config, fam_cls.train_defaults)
+    cfg = cfg.resolved(fam_cls.train_defaults)
+    fam_cfg = apply_overrides(fam_cls.Config(), family_args)
     if len(cfg.domains) < 2:
         raise ImxlateError("name at least two domains, e.g. --domains photos vangogh")
     return Plan(cfg, fam_cls, fam_cls.resolve_config(fam_cfg, cfg))
@@ -240,8 +245,9 @@ class Run:
         return family
 
     def say(self, msg: str) -> None:
+        """Print a line on rank 0 unless quiet; to a file or pipe unwrapped, so each message stays one line."""
         if self.rank == 0 and not self.quiet:
-            console.print(msg)
+            console.print(msg, soft_wrap=not console.is_terminal)
 
     def announce(self) -> None:
         """Load the resumed state, or create the run folder; then say in a few lines what runs."""
@@ -413,17 +419,78 @@ class Interrupts(list):
         return bool(self)
 
 
+# Progress: in a terminal a bar (step/total, rate, time left, bar, epoch) with the losses on a line below it, all
+# within the terminal's width; to a file or pipe (nohup, CI, a cluster job) one plain line every --log-every steps,
+# or after PLAIN_EVERY_S seconds without one, whichever comes first.
+PLAIN_EVERY_S = 30
+ESTIMATE_AFTER = 5  # steps timed after the first (which also starts the data loader) for the estimate line
+LONG_ON_CPU_S = 3600  # a CPU plan longer than this gets a hint with the quick preset
+GROUP_LABELS = {"generator": "G", "discriminator": "D", "cycle": "cycle", "identity": "idt", "nce": "nce"}
+
+
+def duration(seconds: float) -> str:
+    """Seconds -> '2 h 05 min', '14 min 03 s' or '42 s'."""
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s" if m else f"{s} s"
+
+
+def losses_line(losses: dict[str, float]) -> str:
+    """{'G_ab': 1.03, 'G_ba': 0.98, 'D_a': 0.25, ...} -> 'G ab 1.03 ba 0.98  D a 0.25 ...': grouped as the report
+    groups them (report.loss_group, in its order), each group under a short label, each loss by what its name adds
+    (cycle_a -> 'cycle a'; kl_a, kl_b outside the groups -> 'kl a .. b ..')."""
+    groups: dict[str, list[str]] = {}
+    for name, value in sorted(losses.items(), key=lambda item: GROUPS.index(loss_group(item[0]))):
+        label = GROUP_LABELS.get(loss_group(name)) or name.split("_")[0]
+        rest = name[len(label):].lstrip("_") if name.startswith(label) else name
+        groups.setdefault(label, []).append(f"{rest} {value:.3g}".strip())
+    return "  ".join(f"{label} {' '.join(values)}" for label, values in groups.items())
+
+
+class Pace:
+    """The recent steps' times -> seconds per step, the rate and the time left, for both progress displays."""
+
+    def __init__(self, window: int = 20):
+        self.recent = collections.deque(maxlen=window)
+
+    def add(self, seconds: float) -> None:
+        self.recent.append(seconds)
+
+    def rate(self) -> str:
+        per_step = sum(self.recent) / len(self.recent)
+        return f"{1 / per_step:.1f} step/s" if per_step < 1 else f"{per_step:.1f} s/step"
+
+    def left(self, steps: int) -> str:
+        return duration(steps * sum(self.recent) / len(self.recent))
+
+
+class StepProgress(Progress):
+    """A rich progress bar whose first columns are step/total, rate and time left, with the losses on a line of
+    their own below it (cut to the terminal's width, never wrapped)."""
+
+    def __init__(self, **kwargs):
+        self.losses = Text()
+        super().__init__(TextColumn("step"), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                         TextColumn("ETA {task.fields[eta]}"), BarColumn(bar_width=None),
+                         TextColumn("epoch {task.fields[epoch]}"), expand=True, **kwargs)
+
+    def get_renderables(self):
+        yield self.make_tasks_table(self.tasks)
+        yield self.losses
+
+
 class RunLog:
-    """What a run shows and records each step: the progress line, log.jsonl, collapse warnings and (for
-    tests, with IMXLATE_TRACE_PARAMS) a parameter digest per step and rank."""
+    """What a run shows and records each step: the progress (a bar in a terminal, plain lines otherwise), the
+    estimate line after the first steps, log.jsonl, collapse warnings and (for tests, with IMXLATE_TRACE_PARAMS)
+    a parameter digest per step and rank."""
 
     def __init__(self, run: Run):
-        self.run, self.alarm = run, ""  # the alarm marks the progress line once a collapse sign was seen
+        self.run, self.alarm = run, ""  # the alarm marks the progress once a collapse sign was seen
         self.images, self.seconds = 0, 0.0  # since the last logged step: for the logged images/s
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[speed]}"), TimeRemainingColumn(),
-                                 TextColumn("{task.fields[losses]}"), console=console,
-                                 disable=run.quiet or run.rank != 0, transient=False)
+        self.pace, self.timed = Pace(), []  # timed: the first steps' seconds, until the estimate line
+        shown = not run.quiet and run.rank == 0
+        self.plain, self.last_line = shown and not console.is_terminal, time.monotonic()
+        self.progress = StepProgress(console=console, disable=not shown or self.plain)
 
     def __enter__(self):
         run = self.run
@@ -432,7 +499,7 @@ class RunLog:
         trace_dir = os.environ.get("IMXLATE_TRACE_PARAMS")
         self.trace = open(Path(trace_dir) / f"rank{run.rank}.txt", "a") if trace_dir else None
         self.progress.__enter__()
-        self.task = self.progress.add_task("", total=run.stop, completed=run.step, speed="", losses="")
+        self.task = self.progress.add_task("", total=run.stop, completed=run.step, rate="", eta="", epoch="")
         return self
 
     def __exit__(self, *exc):
@@ -445,27 +512,62 @@ class RunLog:
         run = self.run
         for msg in warnings:
             self.alarm = "[bold red]collapse?[/] "
-            (warnings_console if run.quiet else self.progress.console).print(
-                f"[yellow]warning[/] at step {run.step}: {msg}", soft_wrap=True)
+            (warnings_console if run.quiet else console).print(f"[yellow]warning[/] at step {run.step}: {msg}",
+                                                                soft_wrap=True)
             self.file.write(json.dumps({"step": run.step, "warning": msg}) + "\n")
         if run.rank == 0:
-            images = run.cfg.batch_size * run.world * len(run.domains)
-            self.images, self.seconds = self.images + images, self.seconds + seconds
-            speed = images / max(seconds, 1e-9)
-            self.progress.update(self.task, completed=run.step, description=f"{self.alarm}epoch {epoch + 1}",
-                                 speed=f"{speed:.1f} img/s", losses=" ".join(f"{k} {v:.3f}" for k, v in losses.items()))
-            if run.step % run.cfg.log_every == 0 or run.step == run.stop:
-                lr = run.family.lr_factor(run.step - 1, run.schedule_total, run.decay_start)
-                self.file.write(json.dumps({"step": run.step, "epoch": epoch, "time": round(run.elapsed, 3),
-                                            "lr_factor": lr, **losses}) + "\n")
-                self.file.flush()
-                run.board.scalars(run.step, {**{f"{loss_group(k)}/{k}": v for k, v in losses.items()},
-                                             "train/lr_factor": lr,
-                                             "train/images_per_s": self.images / max(self.seconds, 1e-9)})
-                self.images, self.seconds = 0, 0.0
+            self.pace.add(seconds)
+            self.show(epoch + 1, losses)
+            self.estimate(seconds)
+            self.record(epoch, losses, seconds)
         if self.trace:
             self.trace.write(f"{run.step} {param_digest(run.family)}\n")
             self.trace.flush()
+
+    def show(self, epoch: int, losses: dict) -> None:
+        """The progress bar and losses line, or (without a terminal) a plain line when its step or time comes."""
+        run, rate, eta = self.run, self.pace.rate(), self.pace.left(self.run.stop - self.run.step)
+        if not self.plain:
+            self.progress.losses = Text.from_markup(self.alarm + escape(losses_line(losses)), overflow="ellipsis")
+            self.progress.losses.no_wrap = True
+            self.progress.update(self.task, completed=run.step, rate=rate, eta=eta, epoch=epoch)
+            return
+        now = time.monotonic()
+        if run.step % run.cfg.log_every == 0 or run.step == run.stop or now - self.last_line >= PLAIN_EVERY_S:
+            self.last_line = now
+            console.print(f"{self.alarm}step {run.step}/{run.stop}  {rate}  ETA {eta}  epoch {epoch}  "
+                          f"{escape(losses_line(losses))}", soft_wrap=True)
+
+    def estimate(self, seconds: float) -> None:
+        """Once, after the first few steps: the measured time per step and the plan's length; on a CPU a plan
+        over an hour also gets a hint with the quick preset."""
+        if self.timed is None:
+            return
+        self.timed.append(seconds)
+        run, left = self.run, self.run.stop - self.run.step
+        if len(self.timed) <= ESTIMATE_AFTER or not left:
+            return
+        per_step, self.timed = sum(self.timed[1:]) / ESTIMATE_AFTER, None
+        run.say(f"Measured {per_step:.3g} s/step: {run.stop:,} steps take about {duration(per_step * run.stop)} "
+                f"({duration(per_step * left)} left)")
+        if run.device.type == "cpu" and per_step * left > LONG_ON_CPU_S and run.cfg.preset is None:
+            run.say(f"Hint: that is hours on a CPU. For a first result in minutes add --preset quick "
+                    f"({describe_preset('quick')}), or train on a GPU")
+
+    def record(self, epoch: int, losses: dict, seconds: float) -> None:
+        """Every --log-every steps (and at the end): a log.jsonl line and the TensorBoard scalars."""
+        run = self.run
+        self.images += run.cfg.batch_size * run.world * len(run.domains)
+        self.seconds += seconds
+        if run.step % run.cfg.log_every and run.step != run.stop:
+            return
+        lr = run.family.lr_factor(run.step - 1, run.schedule_total, run.decay_start)
+        self.file.write(json.dumps({"step": run.step, "epoch": epoch, "time": round(run.elapsed, 3),
+                                    "lr_factor": lr, **losses}) + "\n")
+        self.file.flush()
+        run.board.scalars(run.step, {**{f"{loss_group(k)}/{k}": v for k, v in losses.items()},
+                                     "train/lr_factor": lr, "train/images_per_s": self.images / max(self.seconds, 1e-9)})
+        self.images, self.seconds = 0, 0.0
 
 
 class Board:
