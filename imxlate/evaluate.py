@@ -84,7 +84,7 @@ def evaluate(metric_names: Sequence[str] = (), *, real=None, fake=None, model: s
             return Evaluation(None, "")
     clf = None
     if classifier:
-        from .nets.classifier import load_classifier
+        from .classifier import load_classifier
 
         clf = load_classifier(classifier)
     if saved_images:
@@ -264,7 +264,7 @@ def class_labels(folder: Path, files: list[Path]) -> list[str]:
 
 def classified_accuracy(classifier, images: list, labels: list[str]) -> float:
     """Share of images (PIL or files) that the classifier assigns to their label."""
-    from .nets.classifier import classify
+    from .classifier import classify
 
     return sum(p == t for p, t in zip(classify(classifier, images), labels)) / max(1, len(labels))
 

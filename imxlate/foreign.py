@@ -30,7 +30,8 @@ RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
 # ---- reading ---------------------------------------------------------------------------------------
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The flat name -> tensor dict of a PyTorch weights file, read with torch.load(weights_only=True)."""
+    """The flat name -> tensor dict of a PyTorch weights file, read with torch.load(weights_only=True); weights
+    that are not finite or not of a sane magnitude are refused (`store.check_weights`)."""
     path = Path(path)
     if not path.is_file():
         raise ImxlateError(f"{path} does not exist")
@@ -51,6 +52,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                                                      for k, v in sd.items()):
         raise ImxlateError(f"{path} is not a state dict of named tensors; imxlate imports generator weights "
                            "saved with torch.save(net.state_dict(), FILE)")
+    store.check_weights(sd, path)  # a model of NaN or huge weights would be refused by every load: not written
     return dict(sd)
 
 
@@ -124,6 +126,16 @@ def stargan_config(sd: dict[str, torch.Tensor], path) -> tuple[dict, int]:
     return {"ngf": int(ngf), "n_blocks": len(blocks)}, int(in_ch) - 3
 
 
+def within_ranges(cfg: dict, path) -> dict:
+    """A detected config, refused when a size in it is beyond what a model file may state (`store.out_of_range`):
+    every later load would refuse the model."""
+    for k, v in cfg.items():
+        why = type(v) is int and store.out_of_range(k, v)
+        if why:
+            raise ImxlateError(f"{path}: its generator has {k} {v}, and {why}; imxlate cannot import it")
+    return cfg
+
+
 # ---- mapping weights onto imxlate's networks -------------------------------------------------------
 
 def place(sd: dict[str, torch.Tensor], net: nn.Module, path) -> dict[str, torch.Tensor]:
@@ -168,7 +180,7 @@ def import_cyclegan(path: str | Path, src: str, dst: str, reverse: str | Path | 
     if not src or not dst or src == dst:
         raise ImxlateError("name the generator's two domains with --from A --to B (A -> B is what it translates)")
     sd = read_state_dict(path)
-    cfg = cyclegan_config(sd, path)
+    cfg = within_ranges(cyclegan_config(sd, path), path)
     back = read_state_dict(reverse) if reverse is not None else None
     if back is not None and (other := cyclegan_config(back, reverse)) != cfg:
         raise ImxlateError(f"{reverse} has another architecture than {path} ({other} vs {cfg}); "
@@ -184,6 +196,7 @@ def import_stargan(path: str | Path, domains: list[str], image_size: int = REFER
     """A StarGAN family holding the reference generator `path`; `domains` name its label channels in order."""
     sd = read_state_dict(path)
     cfg, c_dim = stargan_config(sd, path)
+    within_ranges(cfg, path)
     if len(domains) != c_dim or len(set(domains)) != len(domains):
         raise ImxlateError(f"{path} is conditioned on {c_dim} domains; name each once, in the label order of its "
                            f"training, with --domains (e.g. --domains {' '.join(f'd{i}' for i in range(c_dim))})")
@@ -211,6 +224,8 @@ def import_checkpoint(path: str | Path, out: str | Path | None = None, family: s
     if os.path.lexists(out) and not overwrite:
         raise ImxlateError(f"{out} already exists; choose another --out or pass --overwrite")
     check_at_least({"image_size": image_size}, 1)
+    if image_size is not None and store.out_of_range("image_size", image_size):
+        raise ImxlateError(f"--image-size {image_size}: {store.out_of_range('image_size', image_size)} px")
     family = family or detect_family(read_state_dict(path), path)
     if family not in FOREIGN_FAMILIES:
         raise ImxlateError(f"--family {family}: imxlate imports {' and '.join(FOREIGN_FAMILIES)} checkpoints")

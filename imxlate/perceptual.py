@@ -8,7 +8,7 @@ kinds of file are recognised, by content rather than by name:
   features up to relu3_3 by default (Johnson et al. 2016 use relu3_3 for content);
 - the FID Inception v3 weights (the file `imxlate eval` uses): features up to Mixed_5d by default
   (35x35 at 299 px; works from 32 px inputs, unlike the full network);
-- a classifier saved by the tool (`imxlate.nets.classifier`): a safetensors file whose metadata
+- a classifier saved by the tool (`imxlate.classifier`): a safetensors file whose metadata
   format is "imxlate-classifier"; features of its last conv block by default.
 
 A family records the file's path, kind, layer and SHA-256 in its config (`record_perceptual` in
@@ -25,8 +25,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import store
+from .classifier import is_classifier_file, load_classifier
 from .errors import ImxlateError
-from .nets.classifier import is_classifier_file, load_classifier
 
 KINDS = ("vgg16", "vgg19", "inception", "classifier")
 # torchvision's VGG feature layouts: output channels of each 3x3 conv, "M" for a 2x2 max pool.

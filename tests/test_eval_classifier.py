@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from imxlate.cli import app
 from imxlate.data import list_images
-from imxlate.nets.classifier import classify, load_classifier
+from imxlate.classifier import classify, load_classifier
 
 
 def write_classes(root, n=6, seed=0):

@@ -10,7 +10,7 @@ import torchvision
 
 from imxlate import store
 from imxlate.errors import ImxlateError
-from imxlate.nets.classifier import is_classifier_file, load_classifier, train_classifier
+from imxlate.classifier import is_classifier_file, load_classifier, train_classifier
 from imxlate.nets.inception import FIDInceptionV3
 from imxlate.perceptual import PerceptualLoss, load_perceptual, perceptual_from_config, record_perceptual
 

@@ -14,7 +14,7 @@ from imxlate import store
 from imxlate.cli import app
 from imxlate.config import TrainConfig
 from imxlate.families.shared_latent import SharedLatent, SharedLatentConfig
-from imxlate.nets.classifier import train_classifier
+from imxlate.classifier import train_classifier
 
 from conftest import interrupt_at, write_images
 

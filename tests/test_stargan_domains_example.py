@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from imxlate.data import list_images, load_rgb
-from imxlate.nets.classifier import classify, load_classifier
+from imxlate.classifier import classify, load_classifier
 
 ROOT = Path(__file__).parents[1]
 PREPARE, RUN = ROOT / "examples/stargan_domains/prepare.py", ROOT / "examples/stargan_domains/run.py"

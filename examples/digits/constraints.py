@@ -40,7 +40,7 @@ from imxlate import store
 from imxlate.config import TrainConfig
 from imxlate.data import list_images, load_rgb, to_image, to_tensor
 from imxlate.evaluate import class_labels, classified_accuracy
-from imxlate.nets.classifier import load_classifier, train_classifier
+from imxlate.classifier import load_classifier, train_classifier
 from imxlate.paired import paired_scores
 from imxlate.device import describe_machine
 from imxlate.train import train

@@ -57,7 +57,7 @@ from imxlate.config import TrainConfig
 from imxlate.data import list_images, load_rgb, to_image, to_tensor
 from imxlate.evaluate import class_labels, classified_accuracy
 from imxlate.families import build_family, family_class
-from imxlate.nets.classifier import classify, load_classifier, train_classifier
+from imxlate.classifier import classify, load_classifier, train_classifier
 from imxlate.paired import paired_scores, shape_top1
 from imxlate.device import describe_machine
 from imxlate.store import write_atomically

@@ -49,7 +49,7 @@ from torchvision.utils import save_image
 from imxlate.data import list_images, load_rgb, to_tensor
 from imxlate.families import REGISTRY, load_model
 from imxlate.families.latent_mapping import LatentMappingConfig
-from imxlate.nets.classifier import load_classifier, train_classifier as train_judge
+from imxlate.classifier import load_classifier, train_classifier as train_judge
 from imxlate.translate import Translator
 
 HERE = Path(__file__).resolve().parent

@@ -48,7 +48,7 @@ from imxlate.data import list_images, load_rgb
 from imxlate.device import describe_machine
 from imxlate.evaluate import class_labels
 from imxlate.families import build_family, family_class
-from imxlate.nets.classifier import classify, load_classifier, train_classifier
+from imxlate.classifier import classify, load_classifier, train_classifier
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
