@@ -2,7 +2,8 @@
 one library function (training in train.py, translation in translate.py, evaluation in evaluate.py,
 import in foreign.py, export in export.py, run reports in report.py, the try-a-model page in serve.py) and
 prints the result. Besides the commands: `fail` and `user_errors` (every error a user can cause as one
-`error:` line, status 2), `OneLineErrors` (usage errors the same way), `names_and_options` (`--domains a b c`),
+`error:` line, status 2; Ctrl-C, SIGTERM and SIGHUP as one line, status 130), `fitted` (lines that never break
+a name), `OneLineErrors` (usage errors the same way), `names_and_options` (`--domains a b c`),
 `config_options` (a config dataclass's fields as options: `train` takes TrainConfig's) and `family_help`
 (`imxlate train --family NAME --help`: that family's options, from its config dataclass).
 
@@ -10,17 +11,21 @@ Torch and the library modules are imported inside the commands that use them, so
 `--version` and usage errors answer at once."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
 import json
 import os
+import signal
 import sys
+import threading
 import typing
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -108,18 +113,64 @@ def options(version: bool = typer.Option(False, "--version", callback=show_versi
     """The options before a command (--version); the page's help is the app's (typer.Typer above)."""
 
 
+# Status 130 (128 + SIGINT) for a command stopped by Ctrl-C, SIGTERM or SIGHUP, as shells report an interrupt.
+INTERRUPTED = 130
+
+
 def user_errors(fn):
     """Print an ImxlateError (or a file error no code path foresaw: a full disk, no permission) as one
-    line and exit with status 2, never a traceback."""
+    line and exit with status 2, never a traceback; an interrupt (Ctrl-C, SIGTERM, SIGHUP) as one line that
+    says what was kept (the KeyboardInterrupt's message, from training) and status 130."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with stop_signals_as_ctrl_c():
+                return fn(*args, **kwargs)
+        except KeyboardInterrupt as e:
+            # Plainly, not through rich: an interrupt inside one of its prints leaves that line in its buffer.
+            print(str(e) or "interrupted before it finished; run the command again to complete it", file=sys.stderr)
+            raise SystemExit(INTERRUPTED) from None
         except ImxlateError as e:
             fail(str(e))
         except OSError as e:
             fail(os_error_message(e))
     return wrapper
+
+
+@contextlib.contextmanager
+def stop_signals_as_ctrl_c():
+    """Inside the block SIGTERM (`kill`, a job scheduler) and SIGHUP (a closed terminal) do what Ctrl-C does:
+    training saves its checkpoint and stops, other commands stop with status 130. A signal set to be ignored
+    (nohup) stays ignored; outside the main thread nothing changes."""
+    def as_ctrl_c(signum, frame):
+        handler = signal.getsignal(signal.SIGINT)
+        if not callable(handler):  # Ctrl-C ignored (a background job) or default: stop all the same
+            raise KeyboardInterrupt
+        handler(signal.SIGINT, frame)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for name in ("SIGTERM", "SIGHUP"):
+            number = getattr(signal, name, None)  # Windows has no SIGHUP
+            if number is not None and signal.getsignal(number) is not signal.SIG_IGN:
+                previous[number] = signal.signal(number, as_ctrl_c)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def fitted(console: Console, *parts: str) -> str:
+    """`parts` joined by spaces, with a new indented line before a part that would pass the terminal's width, so
+    no name or path is ever cut (print it with soft_wrap=True); to a file or pipe, one line."""
+    lines = [parts[0]]
+    for part in parts[1:]:
+        if console.is_terminal and cell_len(lines[-1]) + 1 + cell_len(part) > console.width:
+            lines.append("  " + part)
+        else:
+            lines[-1] += " " + part
+    return "\n".join(lines)
 
 
 def names_and_options(names: list[str] | None, args: list[str]) -> tuple[list[str], list[str]]:
@@ -238,7 +289,9 @@ def train(
 
     domains, family_options = names_and_options(config.pop("domains"), ctx.args)
     cfg = TrainConfig(domains=domains, **config)
-    run_training(cfg, parse_extra_args(family_options), str(resume) if resume else None, quiet=quiet)
+    given = {name for name in (*config, "domains")  # typed, so a resume can tell `--seed 0` from no --seed
+             if ctx.get_parameter_source(name).name not in ("DEFAULT", "DEFAULT_MAP")}
+    run_training(cfg, parse_extra_args(family_options), str(resume) if resume else None, quiet=quiet, given=given)
 
 
 @command(epilog="Examples:\n\n"
@@ -302,7 +355,7 @@ def translate(
         fail("--samples works on images; a video is translated once")
     path, how = find_model(model, to)
     tr = Translator.open(path, device=device, verify=not no_verify, precision=precision, compile=compile_net)
-    err.print(f"Model: {path} ({how}; {', '.join(tr.domains)})")
+    err.print(escape(fitted(err, f"Model: {path}", f"({how}; {', '.join(tr.domains)})")), soft_wrap=True)
     make_steady(tr, steady, to, source, tile, samples)  # refuses what cannot go with --steady before anything runs
     out_dir = out_dir if out_dir is not None or not videos else default_out(to)
     targets = output_paths(videos, out_dir, overwrite) if videos else []
@@ -418,31 +471,49 @@ def _shipped_or_newest():
 @command(epilog="Example:\n\n  imxlate runs")
 @user_errors
 def runs(folder: Path = typer.Argument(Path("runs"), help="the runs folder")):
-    """List training runs: family, domains, progress, last checkpoint, model file, report page."""
+    """List training runs: each run folder on its own line, then its family, domains, progress, last checkpoint,
+    model file and report page."""
+    from .report import LOG
+    from .store import CHECKPOINT
+
+    if not folder.is_dir():
+        raise ImxlateError(f"no runs folder at {folder}; start one with `imxlate train --domains A B`")
+    # A run folder holds a checkpoint from its start; one with only a loss log was stopped before its first save
+    # by an older imxlate (or killed as its folder appeared).
+    found = sorted({p.parent for name in (CHECKPOINT, LOG) for p in folder.rglob(name)})
+    for run in found:
+        out.print(escape(str(run)), soft_wrap=True)
+        first, *rest = _run_facts(run)
+        out.print(escape(fitted(out, "  " + first, *rest)), soft_wrap=True)
+    end = (f"{len(found)} run(s) in {folder}. Open a run's report.html in a browser; `imxlate report RUN` writes or "
+           "updates it (also mid-run).")
+    out.print(escape(fitted(out, *end.split(" "))), soft_wrap=True)
+
+
+def _run_facts(run: Path) -> list[str]:
+    """What `imxlate runs` says of a run folder, in short parts: 'cyclegan: photos, vangogh;', 'step 40 of 2000;',
+    'saved 2024-05-01 12:00;', 'model file;', 'report.html' (or what is missing)."""
     import datetime
 
     from . import store
     from .report import REPORT
     from .store import CHECKPOINT, MODEL
 
-    if not folder.is_dir():
-        raise ImxlateError(f"no runs folder at {folder}; start one with `imxlate train --domains A B`")
-    t = Table("run", "family", "domains", "steps", "last checkpoint", "model", "report")
-    for ckpt in sorted(folder.rglob(CHECKPOINT)):
-        when = datetime.datetime.fromtimestamp(ckpt.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
-        model_file = "yes" if (ckpt.parent / MODEL).exists() else "no"
-        report = str(ckpt.parent / REPORT) if (ckpt.parent / REPORT).is_file() else "no"
-        try:
-            meta = store.read_metadata(ckpt)
-            if meta["format"] != store.CHECKPOINT_FORMAT:
-                raise ImxlateError("not a checkpoint")
-            meta = meta["state"]
-            t.add_row(str(ckpt.parent), str(meta["family"]), ", ".join(meta["domains"]),
-                      f"{meta['step']} of {meta['stop']}", when, model_file, report)
-        except (ImxlateError, KeyError, TypeError):
-            t.add_row(str(ckpt.parent), "unreadable checkpoint", "", "", when, model_file, report)
-    out.print(t)
-    out.print("Open a run's report.html in a browser; `imxlate report RUN` writes or updates it (also mid-run).")
+    ckpt = run / CHECKPOINT
+    outputs = ["model file;" if (run / MODEL).exists() else "no model file yet;",
+               REPORT if (run / REPORT).is_file() else "no report yet"]
+    if not ckpt.is_file():
+        return ["no checkpoint (stopped before its first save);", *outputs]
+    when = datetime.datetime.fromtimestamp(ckpt.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+    try:
+        meta = store.read_metadata(ckpt)
+        if meta["format"] != store.CHECKPOINT_FORMAT:
+            raise ImxlateError("not a checkpoint")
+        state = meta["state"]
+        about = [f"{state['family']}: {', '.join(state['domains'])};", f"step {state['step']} of {state['stop']};"]
+    except (ImxlateError, KeyError, TypeError):
+        about = ["unreadable checkpoint;"]
+    return [*about, f"saved {when};", *outputs]
 
 
 @command(epilog="Examples:\n\n  imxlate report runs/photos2vangogh\n\n"

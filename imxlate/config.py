@@ -20,6 +20,10 @@ PRESETS = {"quick": {"crop_size": 64, "ngf": 16, "ndf": 16, "steps": 2000}}
 RECORDED = "recorded:"
 # The option groups of `imxlate train --help` after the common one (a field's metadata "panel").
 SCHEDULE, OUTPUTS = "Schedule, data and precision", "Outputs and logging"
+# What `--resume` may change: how long the run goes on (the schedule is fitted into a new --steps), how often it
+# writes, where it runs and where the images are. Any other option would change the recipe: refused unless it
+# equals the run's own.
+RESUME_MAY_CHANGE = ("steps", "save_every", "sample_every", "snapshot_every", "log_every", "device", "workers", "data")
 
 
 def describe_preset(name: str) -> str:
@@ -118,9 +122,20 @@ class TrainConfig:
         for k, v in {**generic, **family_defaults}.items():
             if values.get(k) is None:
                 values[k] = v
-        if values["load_size"] < values["crop_size"]:
-            values["load_size"] = values["crop_size"]
+        if self.load_size is None and values["load_size"] < values["crop_size"]:
+            values["load_size"] = values["crop_size"]  # a larger --crop-size alone takes the load size with it
         return TrainConfig(**values)
+
+    def check_load_size(self) -> None:
+        """Refuse a load size below the crop size (a resolved config): a crop cannot be larger than the image."""
+        if self.load_size < self.crop_size:
+            raise ImxlateError(f"--load-size {self.load_size} is below --crop-size {self.crop_size}; give "
+                               f"--load-size {self.crop_size} or more, or a smaller --crop-size")
+
+    def given(self) -> set[str]:
+        """The fields whose values differ from the defaults: the options a caller set."""
+        default = TrainConfig()
+        return {f.name for f in dataclasses.fields(self) if getattr(self, f.name) != getattr(default, f.name)}
 
 
 def apply_preset(cfg: TrainConfig, family_args: dict, family_config: type, family_defaults: dict):
@@ -148,6 +163,18 @@ AMP_MODES = ("none", "bf16", "fp16")
 # Whole-number family options for which 0 means "none" (every other one counts or sizes something: 1 or more).
 ZERO_ALLOWED = {"pool_size", "vae_steps", "shared_layers"}
 SEED_LIMIT = 2**32
+
+
+def option(name: str, value) -> str:
+    """Option `name` (a field of TrainConfig or of a family's config) set to `value`, as the command line spells
+    it: '--crop-size 64', '--family cut', '--domains a b', '--no-flip'; unset or off: 'no --preset'."""
+    flags = {f.name: f.metadata.get("flags", ()) for f in dataclasses.fields(TrainConfig)}.get(name)
+    flag = flags[0] if flags else f"--{name.replace('_', '-')}"
+    if value is None or value is False:
+        return f"no {flag}"
+    if value is True:
+        return flag
+    return f"{flag} {' '.join(map(str, value)) if isinstance(value, list) else value}"
 
 
 def check_at_least(values: dict, minimum: int) -> None:

@@ -162,6 +162,13 @@ def _schedule(lr: dict | None, cfg: dict) -> str | None:
     return f"{cfg.get('epochs')} epochs constant + {cfg.get('epochs_decay')} decaying" if cfg else None
 
 
+def _options(cfg: dict) -> str:
+    """The training options as the run used them: a --steps run shows steps=N, not the epochs (which only set
+    the shares of its schedule, shown in the learning-rate row); an epochs run does not show steps=None."""
+    unused = {"epochs", "epochs_decay"} if cfg.get("steps") else {"steps"}
+    return _kv({k: v for k, v in cfg.items() if k not in unused})
+
+
 def recipe(state: dict, model: dict) -> list[tuple[str, object]]:
     """The rows of the recipe table: what was trained, on what, how, where and how long."""
     cfg = state.get("train_config") or (model.get("training") or {}).get("config") or {}
@@ -188,7 +195,7 @@ def recipe(state: dict, model: dict) -> list[tuple[str, object]]:
              ("time", f"{elapsed:.1f} s" if isinstance(elapsed, (int, float)) else None),
              ("model file", f"{MODEL} ({training.get('date', '')}, imxlate {training.get('imxlate_version', '?')})"
               if model else "not written yet"),
-             ("training options", _kv(cfg))]
+             ("training options", _options(cfg))]
     return rows
 
 
@@ -235,8 +242,8 @@ def build(run_dir: Path) -> tuple[str, dict]:
         parts.append(f"<p class=note>Last logged step {_e(last['step'])}: learning-rate factor "
                      f"{_e(round(last.get('lr_factor', float('nan')), 4))}, "
                      f"{_e(round(last.get('time', float('nan')), 1))} s of training.</p>")
-    parts.append("<h2>Sample grids</h2><p class=note>Rows: each direction's real, translated and reconstructed "
-                 "images of the fixed sample inputs.</p><div class=samples>")
+    parts.append("<h2>Sample grids</h2><p class=note>The same sample inputs each time; each row is labelled at its "
+                 "left: the inputs of a domain, then what is made of them (a->b: translated).</p><div class=samples>")
     parts += ([f"<figure><figcaption>step {s}</figcaption><img loading=lazy alt='samples at step {s}' "
                f"src='{_e(p.relative_to(run_dir).as_posix())}'></figure>" for s, p in samples]
               or ["<p class=note>No sample grid yet.</p>"])

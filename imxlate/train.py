@@ -3,18 +3,21 @@ progress, sample grids, the loss log, TensorBoard event files, the final model f
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import math
 import os
 import random
+import shlex
 import signal
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from PIL import Image, ImageDraw, ImageFont
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -23,7 +26,8 @@ from torchvision.utils import make_grid, save_image
 
 from . import store
 from .store import CHECKPOINT, MODEL
-from .config import TrainConfig, apply_overrides, apply_preset, describe_preset, from_dict, to_dict
+from .config import (RESUME_MAY_CHANGE, TrainConfig, apply_overrides, apply_preset, describe_preset, from_dict,
+                     option, to_dict)
 from .device import pick_device
 from .distributed import dist_broadcast, dist_setup, param_digest
 from .data import (Domain, Transform, UnpairedDataset, collate, find_domain_folder, load_rgb, to_tensor, upscale_note,
@@ -93,6 +97,38 @@ def checkpoint_path(resume: str) -> Path:
     return ckpt
 
 
+def fingerprint(domain: Domain) -> str:
+    """A short digest of the names of the images a domain trains on (relative to its folder): a resume compares
+    it to tell added, removed or renamed files, without keeping every name in the checkpoint."""
+    names = "\n".join(p.relative_to(domain.root).as_posix() for p in domain.paths)
+    return hashlib.sha256(names.encode()).hexdigest()[:16]
+
+
+# ---- sample grids -------------------------------------------------------------------------------
+
+def named_rows(rows: list, inputs: dict[str, torch.Tensor]) -> tuple[list[str], list[torch.Tensor]]:
+    """A family's sample rows -> (labels, rows). A row given as a (label, images) pair keeps its label
+    ('photos->vangogh'); a bare row of input images gets its domain's name, any other bare row no label."""
+    pairs = [row if isinstance(row, tuple) else
+             (next((name for name, x in inputs.items() if row is x), ""), row) for row in rows]
+    return [label for label, _ in pairs], [row for _, row in pairs]
+
+
+def labelled_grid(rows: list[torch.Tensor], labels: list[str], n: int) -> torch.Tensor:
+    """Rows of n images each ((n,3,H,W) in [-1, 1]) -> one (3, H', W') grid in [0, 1], each row's label in small
+    white text on the black margin at its left."""
+    grid = make_grid(torch.cat(rows).float().cpu(), nrow=n, normalize=True, value_range=(-1, 1))
+    pad, height = 2, rows[0].shape[-2]  # make_grid's padding, one row's images
+    font = ImageFont.load_default(size=max(8, min(14, height // 4)))
+    width = max([int(font.getlength(text)) for text in labels] + [0]) + 2 * pad
+    column = Image.new("RGB", (width, grid.shape[1]))
+    draw = ImageDraw.Draw(column)
+    for i, text in enumerate(labels):
+        draw.text((pad, pad + i * (height + pad) + height // 2), text, fill="white", font=font, anchor="lm")
+    column = torch.from_numpy(np.array(column)).permute(2, 0, 1).float() / 255
+    return torch.cat([column, grid], dim=2)
+
+
 class BatchPlan(torch.utils.data.Sampler):
     """Batches of dataset positions for one epoch, from batch `start`, this rank's share only.
 
@@ -120,15 +156,14 @@ class Stop(Exception):
 
 
 def train(cfg: TrainConfig, family_args: dict | None = None, resume: str | None = None,
-          quiet: bool = False) -> Path:
+          quiet: bool = False, given: set[str] | None = None) -> Path:
     """Train a model as `cfg` says (or continue the run in `resume`) -> the run folder.
 
-    `family_args` are `--key value` overrides of the family's config (strings, converted here).
+    `family_args` are `--key value` overrides of the family's config (strings, converted here). `given`: the
+    fields of `cfg` the user set (default: those that differ from the defaults), which a resume applies or refuses.
+    Ctrl-C ends it with a KeyboardInterrupt whose message says where it stopped and what was kept.
     """
     family_args = family_args or {}
-    if resume and family_args:
-        raise ImxlateError("a resumed run keeps its recipe; drop the family options (only --steps, --device, "
-                           "--workers change)")
     if not resume and not cfg.domains:
         raise ImxlateError("name the domains to translate between, e.g. --domains photos vangogh")
     cfg.check()  # counts, sizes, domains: refused before anything runs
@@ -136,7 +171,8 @@ def train(cfg: TrainConfig, family_args: dict | None = None, resume: str | None 
         store.prepare_folder(cfg.out, create=int(os.environ.get("WORLD_SIZE", "1")) > 1)
     rank, world, local = dist_setup()
     try:
-        run_dir = _train(cfg, family_args, resume, quiet, rank, world, local)
+        plan = resolve(cfg, family_args, resume, cfg.given() if given is None else given)
+        run_dir = _train(plan, quiet, rank, world, local)
         if dist.is_initialized():
             dist.barrier()
         return run_dir
@@ -145,13 +181,20 @@ def train(cfg: TrainConfig, family_args: dict | None = None, resume: str | None 
             dist.destroy_process_group()
 
 
-def _train(cfg, family_args, resume, quiet, rank, world, local) -> Path:
-    """The stages of a run: resolve the recipe, set up family and data, run the loop, write the model."""
-    run = Run(resolve(cfg, family_args, resume), quiet, rank, world, local)
-    run.announce()
-    with run.board:
-        run.loop()
-        return run.finish()
+def _train(plan: Plan, quiet, rank, world, local) -> Path:
+    """The stages of a run: set up family and data, run the loop, write the model. From the run folder's
+    creation on, a first Ctrl-C (or SIGTERM, SIGHUP: the command line makes them Ctrl-C) lets the step end."""
+    run = Run(plan, quiet, rank, world, local)
+    with Interrupts() as interrupted:
+        try:
+            run.announce()
+            with run.board:
+                run.loop(interrupted)
+                return run.finish()
+        except KeyboardInterrupt as e:
+            if e.args:  # the loop's own, after its checkpoint
+                raise
+            raise KeyboardInterrupt(run.stopped()) from None  # a second Ctrl-C: at once
 
 
 # ---- stage 1: resolve what to train ------------------------------------------------------------------
@@ -164,31 +207,62 @@ class Plan:
     fam_cfg: object
     state: dict | None = None
     run_dir: Path | None = None  # a resumed run's folder; a new run's is chosen once its family is built
+    applied: list[str] = field(default_factory=list)  # what a resume changes: ['--steps 12 (was 8)']
 
 
-def resolve(cfg: TrainConfig, family_args: dict, resume: str | None) -> Plan:
+def resolve(cfg: TrainConfig, family_args: dict, resume: str | None, given: set[str] = frozenset()) -> Plan:
     """A new run's recipe from `cfg` and the family options, or a resumed run's from its checkpoint
-    (which keeps its recipe: only where and how long it runs may change)."""
+    (which keeps its recipe: `resumed`)."""
     if resume:
-        ckpt = checkpoint_path(resume)
-        state = store.load_checkpoint(ckpt)
-        saved = from_dict(TrainConfig, state["train_config"])
-        cfg = replace(saved, steps=cfg.steps if cfg.steps is not None else saved.steps,
-                      device=cfg.device, workers=cfg.workers)
-        fam_cls = family_class(state["family"])
-        return Plan(cfg, fam_cls, from_dict(fam_cls.Config, state["family_config"]), state, ckpt.parent)
+        return resumed(cfg, family_args, resume, given)
     fam_cls = family_class(cfg.model)
-    unknown = set(family_args) - {f.name for f in fields(fam_cls.Config)}
-    if unknown:
-        names = ", ".join(f"--{k.replace('_', '-')}" for k in sorted(unknown))
-        raise ImxlateError(f"{names}: not an option of the {cfg.model} family; see "
-                           f"`imxlate train --family {cfg.model} --help`")
+    check_family_options(family_args, fam_cls)
     cfg, family_args = apply_preset(cfg, family_args, fam_cls.Config, fam_cls.train_defaults)
     cfg = cfg.resolved(fam_cls.train_defaults)
     fam_cfg = apply_overrides(fam_cls.Config(), family_args)
     if len(cfg.domains) < 2:
         raise ImxlateError("name at least two domains, e.g. --domains photos vangogh")
-    return Plan(cfg, fam_cls, fam_cls.resolve_config(fam_cfg, cfg))
+    fam_cfg = fam_cls.resolve_config(fam_cfg, cfg)  # the family's checks of the sizes first
+    cfg.check_load_size()
+    return Plan(cfg, fam_cls, fam_cfg)
+
+
+def check_family_options(family_args: dict, fam_cls: type) -> None:
+    """Refuse `--key value` options the family's config does not have."""
+    unknown = set(family_args) - {f.name for f in fields(fam_cls.Config)}
+    if unknown:
+        names = ", ".join(f"--{k.replace('_', '-')}" for k in sorted(unknown))
+        raise ImxlateError(f"{names}: not an option of the {fam_cls.name} family; see "
+                           f"`imxlate train --family {fam_cls.name} --help`")
+
+
+def resumed(cfg: TrainConfig, family_args: dict, resume: str, given: set[str]) -> Plan:
+    """A resumed run's recipe: its checkpoint's, with the options in `given` that RESUME_MAY_CHANGE applied
+    (and listed in the plan); any other option or family option that differs from the run's is refused."""
+    ckpt = checkpoint_path(resume)
+    state = store.load_checkpoint(ckpt)
+    saved = from_dict(TrainConfig, state["train_config"])
+    fam_cls = family_class(state["family"])
+    fam_cfg = from_dict(fam_cls.Config, state["family_config"])
+    if "out" in given and Path(cfg.out).resolve() != ckpt.parent.resolve():
+        raise ImxlateError(f"--out {cfg.out}: --resume goes on in the run's own folder {ckpt.parent}; leave --out "
+                           "out, or drop --resume to start a new run there")
+    check_family_options(family_args, fam_cls)
+    asked = apply_overrides(fam_cfg, family_args)
+    changes = [(k, getattr(asked, k), getattr(fam_cfg, k)) for k in sorted(family_args)]
+    changes += [(f.name, getattr(cfg, f.name), getattr(saved, f.name)) for f in fields(TrainConfig)
+                if f.name in given and f.name != "out"]
+    applied = {}
+    for name, new, old in changes:
+        if new == old:
+            continue
+        if name not in RESUME_MAY_CHANGE or name in family_args:
+            raise ImxlateError(f"{option(name, new)}: this run was trained with {option(name, old)}; a resume keeps "
+                               "the run's recipe: leave it out, or start a new run with --out")
+        applied[name] = new
+    notes = [f"{option(k, v)} (was {getattr(saved, k) if getattr(saved, k) is not None else 'not set'})"
+             for k, v in applied.items()]
+    return Plan(replace(saved, **applied), fam_cls, fam_cfg, state, ckpt.parent, notes)
 
 
 # ---- stages 2-4: set up, run, write ---------------------------------------------------------------------
@@ -218,14 +292,19 @@ class Run:
         self.decay_start = self.schedule_total * cfg.epochs // (cfg.epochs + cfg.epochs_decay)
         self.stages = self.family.stages(self.schedule_total)
         self.stop = sum(n for _, n in self.stages)
+        if self.state and self.state["step"] > self.stop:
+            raise ImxlateError(f"this run is at step {self.state['step']} already, past the {self.stop} steps it "
+                               "would now train; give a larger --steps to go on")
         self.step, self.elapsed = 0, 0.0
+        self.saved_step, self.applied = self.state["step"] if self.state else None, plan.applied
         self.watch = CollapseWatch()
         self.watched_from = self.stop - self.stages[-1][1]  # earlier stages (pre-trained autoencoders) translate nothing yet
         self.meta = {"family": plan.fam_cls.name, "family_config": to_dict(plan.fam_cfg), "train_config": to_dict(cfg),
                      "domains": cfg.domains, "classes": classes, "image_size": cfg.crop_size, "world_size": world,
                      "data": {d.name: str(d.root.resolve()) for d in self.domains}, "stop": self.stop,
                      "lr_schedule": {"constant_steps": self.decay_start, "zero_at_step": self.schedule_total},
-                     "images": {d.name: len(d) for d in self.domains}, "device": str(self.device)}
+                     "images": {d.name: len(d) for d in self.domains}, "device": str(self.device),
+                     "fingerprint": {d.name: fingerprint(d) for d in self.domains}}
 
     def _family(self, plan: Plan, classes: dict):
         """The family built from the seed (a resume then loads its state), on the device, ready to train,
@@ -249,8 +328,14 @@ class Run:
         if self.rank == 0 and not self.quiet:
             console.print(msg, soft_wrap=not console.is_terminal)
 
+    def notice(self, msg: str) -> None:
+        """Print a line on rank 0 that --quiet does not hide (it goes to stderr then), as warnings do."""
+        if self.rank == 0:
+            (warnings_console if self.quiet else console).print(msg, soft_wrap=True)
+
     def announce(self) -> None:
-        """Load the resumed state, or create the run folder; then say in a few lines what runs."""
+        """Load the resumed state (saying what the resume changed), or create the run folder with its first
+        checkpoint; then say in a few lines what runs."""
         cfg, family = self.cfg, self.family
         if self.state:
             self.watch.load(self.state.get("health", {}))
@@ -259,9 +344,11 @@ class Run:
             set_rng_state(self.state["rng"])
             self.step, self.elapsed = self.state["step"], self.state["elapsed"]
             self.say(f"Resuming {self.run_dir} at step {self.step}")
+            if self.applied:
+                self.notice(f"Resume applies {', '.join(self.applied)}")
+            if change := self.data_change():
+                self.notice(change)
         else:
-            if self.rank == 0:
-                self.run_dir.mkdir(parents=True, exist_ok=True)
             for d in self.domains:
                 self.say(f"Domain [bold]{d.name}[/]: {len(d)} images in {d.root}"
                          + (f" ({len(d.classes)} classes)" if d.classes else ""))
@@ -278,7 +365,25 @@ class Run:
                                            for p in d.paths[:4]]) for d in self.domains}
         self.fixed_n = min(len(v) for v in self.fixed.values())
         self.fixed = {k: v[:self.fixed_n].to(self.device) for k, v in self.fixed.items()}
+        if not self.state:
+            # The folder appears with its step-0 checkpoint (store writes both): a run stopped at any time after
+            # can be resumed, and no folder without a checkpoint takes the next run's name.
+            self.save_checkpoint()
         self.board = Board(self.run_dir if self.rank == 0 else None, self.step, self.say)
+
+    def data_change(self) -> str | None:
+        """One line on the images added, removed or renamed in the domain folders since the checkpoint (a
+        checkpoint from before fingerprints were recorded: counts only), or None."""
+        counts, prints = self.state.get("images", {}), self.state.get("fingerprint", {})
+        changes = []
+        for d in self.domains:
+            before = counts.get(d.name, len(d))
+            if len(d) != before:
+                changes.append(f"{d.name} has {len(d)} images, {before} at the stop")
+            elif prints.get(d.name, self.meta["fingerprint"][d.name]) != self.meta["fingerprint"][d.name]:
+                changes.append(f"{d.name} has other files ({len(d)} images, as at the stop)")
+        return (f"Note: the data changed since the stop: {'; '.join(changes)}. Training goes on with the images "
+                "there now (not an exact continuation)") if changes else None
 
     # ---- outputs ----
     def save_checkpoint(self) -> None:
@@ -286,6 +391,15 @@ class Run:
             store.save_checkpoint({**self.meta, "step": self.step, "elapsed": self.elapsed,
                                    "family_state": self.family.state(), "ema": self.ema.state(), "rng": rng_state(),
                                    "health": self.watch.state()}, self.run_dir / CHECKPOINT)
+        self.saved_step = self.step
+
+    def stopped(self) -> str:
+        """The line an interrupted run ends with: the step it stopped at, what was kept and how to go on."""
+        if self.saved_step is None:
+            return f"interrupted at step {self.step}, before the run's first checkpoint; nothing was kept"
+        which = "checkpoint" if self.saved_step == self.step else f"checkpoint of step {self.saved_step}"
+        return (f"interrupted at step {self.step}; {which} kept in {self.run_dir}; resume with: imxlate train "
+                f"--resume {shlex.quote(str(self.run_dir))}")
 
     def write_samples(self) -> None:
         if self.rank != 0:
@@ -293,9 +407,9 @@ class Run:
         family = self.family
         family.eval()
         with torch.no_grad(), self.ema.applied():
-            rows = family.sample_rows(self.fixed)
+            labels, rows = named_rows(family.sample_rows(self.fixed), self.fixed)
         family.train()
-        grid = make_grid(torch.cat(rows).float().cpu(), nrow=self.fixed_n, normalize=True, value_range=(-1, 1))
+        grid = labelled_grid(rows, labels, self.fixed_n)
         (self.run_dir / "samples").mkdir(exist_ok=True)
         store.write_atomically(self.run_dir / "samples" / f"step_{self.step:07d}.png",
                                lambda f: save_image(grid, f, format="png"))
@@ -350,11 +464,12 @@ class Run:
             num_workers=worker_count(self.cfg.workers), collate_fn=lambda items: collate(items, self.cfg.domains),
             generator=torch.Generator())  # its own seed draw, so the global RNG stays exactly resumable
 
-    def loop(self) -> None:
-        """Iterate until the last stage ends or Ctrl-C, with progress, log, warnings and periodic outputs."""
-        with Interrupts() as interrupted, RunLog(self) as log:
+    def loop(self, interrupted: Interrupts) -> None:
+        """Iterate until the last stage ends, with progress, log, warnings and periodic outputs; when `interrupted`
+        (on any rank), save the checkpoint and raise KeyboardInterrupt with the line that says so."""
+        with RunLog(self) as log:
             try:
-                while self.step < self.stop:
+                while self.step < self.stop and not interrupted.agreed(self.world, self.device):
                     epoch, start = divmod(self.step, self.steps_per_epoch)
                     t0 = time.perf_counter()
                     for batch in self.loader(epoch, start):
@@ -366,15 +481,13 @@ class Run:
                         self.periodic()
                         if interrupted.agreed(self.world, self.device) or self.step >= self.stop:
                             break
-                    if interrupted:
-                        self.save_checkpoint()
-                        raise ImxlateError(f"interrupted at step {self.step}; checkpoint saved. "
-                                           f"Continue with: imxlate train --resume {self.run_dir}")
             except Stop as e:
-                last = self.run_dir / CHECKPOINT
-                raise ImxlateError(f"{e}; training stopped. The last good checkpoint is "
-                                   f"{last if last.exists() else 'not written yet'}; "
-                                   "try a lower learning rate (--lr) or another --gan-loss") from None
+                raise ImxlateError(f"{e}; training stopped. The last good checkpoint (step {self.saved_step}) is "
+                                   f"{self.run_dir / CHECKPOINT}; try a lower learning rate (--lr) or another "
+                                   "--gan-loss") from None
+        if self.step < self.stop:
+            self.save_checkpoint()
+            raise KeyboardInterrupt(self.stopped())
 
     def finish(self) -> Path:
         self.save_checkpoint()
@@ -382,7 +495,8 @@ class Run:
         if self.rank == 0:
             self.write_model(self.run_dir / MODEL)
             report, summary = write_report(self.run_dir)
-            self.say(f"Done: {self.step} steps in {self.elapsed:.0f}s. Model: {self.run_dir / MODEL}")
+            self.say(f"Done: {self.step} steps in {self.elapsed:.0f}s.")
+            self.say(f"Model: {self.run_dir / MODEL}")  # a line of its own: a narrow terminal wraps before the path
             self.say(f"Report: {report}" + ("" if summary["plotted"] or not summary["groups"]
                                              else r" (no loss curves: pip install 'imxlate\[report]')"))
         return self.run_dir
@@ -390,7 +504,7 @@ class Run:
 
 class Interrupts(list):
     """Inside the block a first Ctrl-C is noted (the loop saves and stops at the end of the step), a second
-    one interrupts at once. Truthy once noted."""
+    one interrupts at once. Truthy once noted. (The command line turns SIGTERM and SIGHUP into Ctrl-C.)"""
 
     def __enter__(self):
         self.previous = None

@@ -2,7 +2,8 @@
 the dataclass, and the values typed reach the run (with the family options and `--domains a b c`). Its help
 lists the common options first and the families in one line; `--family NAME --help` lists one family's
 options from its config dataclass; `--preset quick` fills what the user left out. The progress is a bar in a
-terminal and plain `step N/TOTAL` lines in a file, with an estimate line after the first steps."""
+terminal and plain `step N/TOTAL` lines in a file, with an estimate line after the first steps. `imxlate runs`
+and translate's Model: line keep names whole in 80 columns; a load size below the crop size is refused."""
 from __future__ import annotations
 
 import dataclasses
@@ -22,7 +23,7 @@ from imxlate.config import PRESETS, TrainConfig, is_recorded
 from imxlate.families import REGISTRY, family_class
 from imxlate.train import resolve
 
-from conftest import write_images
+from conftest import cli, write_images
 
 TINY = ["--ngf", "4", "--ndf", "4", "--n-blocks", "1", "--crop-size", "32", "--load-size", "32", "--workers", "0",
         "--device", "cpu"]
@@ -145,19 +146,16 @@ def imxlate(cwd: Path, *args, **popen):
     return subprocess.Popen([sys.executable, "-m", "imxlate", *args], cwd=cwd, env=env, **popen)
 
 
-def test_progress_bar_in_an_80_column_terminal(tmp_path):
-    """In a terminal: the step count, rate, ETA and bar on one line and the losses below, none past 80 columns."""
+def in_terminal(cwd: Path, *args) -> list[str]:
+    """`imxlate ARGS` in an 80-column terminal (a pty), which it must finish -> the lines on its screen."""
     import fcntl
     import pty
     import struct
     import termios
 
-    for name in ("a", "b"):
-        write_images(tmp_path / name, 4, sizes=((32, 32),), seed=len(name))
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    proc = imxlate(tmp_path, "train", "--domains", "a", "b", "--steps", "20", *TINY, stdin=slave, stdout=slave,
-                   stderr=slave)
+    proc = imxlate(cwd, *args, stdin=slave, stdout=slave, stderr=slave)
     os.close(slave)
     chunks = []
     while True:
@@ -171,11 +169,18 @@ def test_progress_bar_in_an_80_column_terminal(tmp_path):
     os.close(master)
     assert proc.wait(timeout=300) == 0
     screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode("utf-8", "replace"))
-    lines = [x for x in re.split(r"[\r\n]+", screen) if x.strip()]
+    return [x for x in re.split(r"[\r\n]+", screen) if x.strip()]
+
+
+def test_progress_bar_in_an_80_column_terminal(tmp_path):
+    """In a terminal: the step count, rate, ETA and bar on one line and the losses below, none past 80 columns."""
+    for name in ("a", "b"):
+        write_images(tmp_path / name, 4, sizes=((32, 32),), seed=len(name))
+    lines = in_terminal(tmp_path, "train", "--domains", "a", "b", "--steps", "20", *TINY)
     assert all(len(x) <= 80 for x in lines), max(lines, key=len)
     bar = [x for x in lines if re.match(r"step\s+20/20 \S+ (step/s|s/step) ETA .* ━+ epoch \d+$", x.strip())]
-    assert bar, screen
-    assert any(x.startswith("G ab ") and " D a " in x for x in lines), screen
+    assert bar, lines
+    assert any(x.startswith("G ab ") and " D a " in x for x in lines), lines
 
 
 def test_without_a_terminal_plain_lines_an_estimate_and_a_hint(tmp_path):
@@ -202,4 +207,32 @@ def test_without_a_terminal_plain_lines_an_estimate_and_a_hint(tmp_path):
     assert re.search(r"^Measured \S+ s/step: 10,000,000 steps take about \d+ h \d\d min \(.+ left\)$", text, re.M)
     assert "--preset quick (crop 64 px, ngf 16, ndf 16, 2000 steps)" in seen[-1]
     assert "━" not in text and "\x1b" not in text  # no bar, no terminal codes
-    assert proc.returncode == 2 and "interrupted at step" in err and (tmp_path / "run" / store.CHECKPOINT).is_file()
+    step = store.load_checkpoint(tmp_path / "run" / store.CHECKPOINT)["step"]
+    assert proc.returncode == 130 and err.splitlines() == [
+        f"interrupted at step {step}; checkpoint kept in run; resume with: imxlate train --resume run"]
+
+
+def test_runs_and_the_model_line_keep_names_whole_in_80_columns(tmp_path, monkeypatch):
+    """`imxlate runs` puts each run folder on a line of its own and wraps what it says of it; translate's Model:
+    line wraps before what follows the path: nothing past 80 columns, no name cut."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("a", "b"):
+        write_images(tmp_path / name, 2, sizes=((32, 32),), seed=len(name))
+    run = "runs/photos_to_vangogh_with_a_rather_long_name_42"
+    cli("train", "--domains", "a", "b", "--steps", "1", "--out", run, "--quiet", *TINY)
+    lines = in_terminal(tmp_path, "runs")
+    assert all(len(x) <= 80 for x in lines), max(lines, key=len)
+    assert lines[0] == run and lines[1].startswith("  cyclegan: a, b; step 1 of 1;"), lines
+    lines = in_terminal(tmp_path, "translate", "a", "--to", "b", "--model", run, "--out", "out", "--quiet")
+    assert all(len(x) <= 80 for x in lines), max(lines, key=len)
+    assert lines[:2] == [f"Model: {run}/model.safetensors", "  (given; a, b)"], lines
+
+
+def test_a_load_size_below_the_crop_size_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = cli("train", "--domains", "a", "b", "--crop-size", "64", "--load-size", "48", ok=False)
+    assert r.exit_code == 2 and r.output.splitlines() == [
+        "error: --load-size 48 is below --crop-size 64; give --load-size 64 or more, or a smaller --crop-size"]
+    assert not Path("runs").exists()
+    # left out, the load size follows a larger crop (the family's 286 : 256 would be below it)
+    assert resolve(TrainConfig(domains=["a", "b"], crop_size=512), {}, None).cfg.load_size == 512

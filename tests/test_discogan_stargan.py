@@ -63,7 +63,7 @@ def test_train_resume_exactly_load_and_translate(data, model, domains, steps, mo
     full, part = data / "full", data / "part"
     train(data, model, domains, full, steps)
     interrupt_at(monkeypatch, 3)
-    assert "interrupted at step 3" in train(data, model, domains, part, steps, code=2).output
+    assert "interrupted at step 3" in train(data, model, domains, part, steps, code=130).output
     cli("train", "--resume", part, "--workers", 0, "--quiet")
     a = store.load_checkpoint(full / "checkpoint.safetensors")
     b = store.load_checkpoint(part / "checkpoint.safetensors")
@@ -86,7 +86,7 @@ def test_train_resume_exactly_load_and_translate(data, model, domains, steps, mo
     k = len(domains)  # sample grid rows: DiscoGAN real/fake/rec per direction; StarGAN input + k translations
     rows = 6 if model == "discogan" else k * (k + 1)
     grid = Image.open(next((part / "samples").glob("*.png")))
-    assert grid.size == (4 * 34 + 2, rows * 34 + 2)
+    assert grid.size[1] == rows * 34 + 2 and grid.size[0] > 4 * 34 + 2  # a label column at the left
 
 
 @pytest.mark.parametrize("model,nets", [("gan", ["G_ab", "D_b"]), ("recongan", ["G_ab", "G_ba", "D_b"])])

@@ -78,7 +78,7 @@ def test_looking_at_translations_keeps_resume_exact(two_domains, monkeypatch):
               "--n-blocks", "1", "--norm", "batch", "--dropout", "--batch-size", "2", "--workers", "0", "--quiet"]
     assert runner.invoke(app, ["train", *common, "--steps", "30", "--out", "straight"]).exit_code == 0
     interrupt_at(monkeypatch, 20)
-    assert runner.invoke(app, ["train", *common, "--steps", "30", "--out", "split"]).exit_code == 2
+    assert runner.invoke(app, ["train", *common, "--steps", "30", "--out", "split"]).exit_code == 130
     assert runner.invoke(app, ["train", "--resume", "split", "--quiet"]).exit_code == 0
     a = store.load_checkpoint("straight/checkpoint.safetensors")["family_state"]["nets"]
     b = store.load_checkpoint("split/checkpoint.safetensors")["family_state"]["nets"]

@@ -84,7 +84,7 @@ def test_two_stages_resume_exactly_in_each_and_translate(data, monkeypatch):
     # Stage 1: a real Ctrl-C after the first step; the checkpoint it writes resumes exactly.
     interrupt_at(monkeypatch, 1)
     stage1 = data / "stage1"
-    r = train(data, stage1, 3, 3, code=2)
+    r = train(data, stage1, 3, 3, code=130)
     assert "interrupted at step 1" in r.output
     cli("train", "--resume", stage1, "--steps", 3, "--workers", 0, "--quiet")
     assert_same_checkpoints(full, stage1, 6)

@@ -1,5 +1,6 @@
 """Seeing what a run does: TensorBoard event files (read back with tensorboard's own reader) that continue
-across a resume without duplicated steps, and the run's report.html, self-contained inside the run folder."""
+across a resume without duplicated steps, the run's report.html, self-contained inside the run folder, whose
+recipe gives a --steps run's steps, and sample grids whose rows are labelled."""
 from __future__ import annotations
 
 import json
@@ -7,9 +8,13 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 from imxlate.report import loss_group
+from imxlate.train import labelled_grid, named_rows
 
 from conftest import cli
 
@@ -94,8 +99,41 @@ def test_report_is_one_page_inside_the_run_folder(two_domains, monkeypatch):
     else:
         assert sorted(plotted) == sorted(groups)
 
-    listing = cli("runs", "runs").output
-    assert str(run / "report.html") in listing
+    listing = cli("runs", "runs").output.splitlines()
+    assert listing[listing.index(str(run)) + 1].endswith("; model file; report.html")
+
+
+def test_the_recipe_of_a_steps_run_shows_its_steps(two_domains, monkeypatch):
+    """A --steps run's length is its steps: the recipe says steps=3, and its epochs (which only set the shares of
+    the schedule) are not shown as if they had been trained; an epochs run shows no steps=None."""
+    monkeypatch.chdir(two_domains)
+    cli("train", "--domains", "photos", "vangogh", *TINY, "--steps", 3, "--out", "steps")
+    cli("train", "--domains", "photos", "vangogh", *TINY, "--epochs", 1, "--epochs-decay", 0, "--out", "epochs")
+    options = {}
+    for run in ("steps", "epochs"):
+        page = Path(run, "report.html").read_text()
+        options[run] = re.search(r"<th>training options</th><td>([^<]*)</td>", page).group(1).split(", ")
+    assert "steps=3" in options["steps"] and not any(o.startswith("epochs") for o in options["steps"])
+    assert {"epochs=1", "epochs_decay=0"} <= set(options["epochs"]) and "steps=None" not in options["epochs"]
+
+
+def test_sample_grids_label_their_rows(two_domains, monkeypatch):
+    """Each row of a grid has its label at its left: the input rows their domain's name, in white on the margin;
+    a family that names its rows ((label, images) pairs) has each name drawn."""
+    monkeypatch.chdir(two_domains)
+    cli("train", "--domains", "photos", "vangogh", *TINY, "--steps", 2, "--out", "run")
+    grid = np.asarray(Image.open("run/samples/step_0000002.png").convert("L"), dtype=np.float32)
+    row = 32 + 2  # 32 px images and make_grid's margin
+    assert grid.shape[0] == 2 + 6 * row and grid.shape[1] > 2 + 4 * row  # CycleGAN: 3 rows per direction
+    label = grid[:, :grid.shape[1] - (2 + 4 * row)]  # the column left of the images
+    assert [label[2 + i * row:(i + 1) * row].max() > 200 for i in (0, 3)] == [True, True]  # photos, vangogh
+
+    inputs = {"a": torch.zeros(2, 3, 8, 8), "b": torch.ones(2, 3, 8, 8)}
+    labels, rows = named_rows([inputs["a"], ("a->b", inputs["b"]), inputs["a"] * 1], inputs)
+    assert labels == ["a", "a->b", ""] and rows[1] is inputs["b"]
+    drawn = labelled_grid(rows, ["", "a->b->a", ""], 2)
+    column = drawn[:, :, :drawn.shape[2] - (2 + 2 * (8 + 2))]  # left of two 8 px images and their margins
+    assert column.shape[2] > 10 and column[:, 2:10].max() == 0 and column[:, 12:20].max() > 0.8
 
 
 def test_report_of_no_run_is_one_error_line(tmp_path):

@@ -59,7 +59,7 @@ def test_every_constraint_trains_resumes_exactly_loads_and_translates_both_ways(
     # 2 steps per epoch: a Ctrl-C after 3 resumes mid-epoch.
     cli(*train, "--out", data / "full", "--steps", 5)
     interrupt_at(monkeypatch, 3)
-    assert "interrupted at step 3" in cli(*train, "--out", data / "part", "--steps", 5, code=2).output
+    assert "interrupted at step 3" in cli(*train, "--out", data / "part", "--steps", 5, code=130).output
     cli("train", "--resume", data / "part", "--workers", 0, "--quiet")
     a = store.load_checkpoint(data / "full" / "checkpoint.safetensors")
     b = store.load_checkpoint(data / "part" / "checkpoint.safetensors")

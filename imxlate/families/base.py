@@ -171,11 +171,12 @@ class Family:
             raise ImxlateError(f"this {self.name} model only translates {ways}; " + self.one_way_hint.format(a=a, b=b))
         return self.nets[f"G_{self.side(src)}{self.side(dst)}"](x)
 
-    def sample_rows(self, images: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        """Rows of a sample grid (each (N,3,H,W)): per direction, the inputs and their translations."""
+    def sample_rows(self, images: dict[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
+        """Rows of a sample grid as (label, images (N,3,H,W)), the label shown at the row's left: per
+        direction, the inputs ('photos') and their translations ('photos->vangogh')."""
         rows = []
         for src, dst in self.directions():
-            rows += [images[src], self.translate(images[src], dst, src)]
+            rows += [(src, images[src]), (f"{src}->{dst}", self.translate(images[src], dst, src))]
         return rows
 
     def side(self, domain: str) -> str:

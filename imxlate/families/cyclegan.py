@@ -158,9 +158,9 @@ class CycleGAN(Family):
         a, b = self.domains
         n = self.nets
         rows = []
-        for real, g, back in ((images[a], n["G_ab"], n["G_ba"]), (images[b], n["G_ba"], n["G_ab"])):
-            fake = g(real)
-            rows += [real, fake, back(fake)]
+        for src, dst, g, back in ((a, b, n["G_ab"], n["G_ba"]), (b, a, n["G_ba"], n["G_ab"])):
+            fake = g(images[src])
+            rows += [(src, images[src]), (f"{src}->{dst}", fake), (f"{src}->{dst}->{src}", back(fake))]
         return rows
 
     def extra_state(self):

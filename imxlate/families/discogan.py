@@ -159,11 +159,12 @@ class DiscoGAN(Family):
         """Per direction: real, translated, reconstructed (baselines: a -> b only; gan: no reconstruction)."""
         a, b = self.domains
         n = self.nets
-        ways = [(a, "G_ab", "G_ba"), (b, "G_ba", "G_ab")] if self.two_way else [(a, "G_ab", "G_ba")]
+        ways = [(a, b, "G_ab", "G_ba"), (b, a, "G_ba", "G_ab")] if self.two_way else [(a, b, "G_ab", "G_ba")]
         rows = []
-        for src, g, back in ways:
+        for src, dst, g, back in ways:
             fake = n[g](images[src])
-            rows += [images[src], fake] + ([n[back](fake)] if back in n else [])
+            rows += [(src, images[src]), (f"{src}->{dst}", fake)]
+            rows += [(f"{src}->{dst}->{src}", n[back](fake))] if back in n else []
         return rows
 
 

@@ -267,10 +267,11 @@ class LatentMapping(Family):
         """Per direction: real, VAE reconstruction (from the mean), translated (fixed noise)."""
         g = torch.Generator().manual_seed(0)  # not the training generator: samples leave training unchanged
         rows = []
-        for ks, kt, domain in (("a", "b", self.domains[0]), ("b", "a", self.domains[1])):
+        for ks, kt, domain, target in (("a", "b", *self.domains), ("b", "a", *reversed(self.domains))):
             x = images[domain]
             z = self.nets[f"VAE_{ks}"].encode(x)[0]
             eps = torch.randn(z.shape, generator=g).to(z.device)
             mapped = self.nets[f"G_{ks}{kt}"](z, eps)
-            rows += [x, self.nets[f"VAE_{ks}"].decode(z), self.nets[f"VAE_{kt}"].decode(mapped)]
+            rows += [(domain, x), (f"{domain} VAE", self.nets[f"VAE_{ks}"].decode(z)),
+                     (f"{domain}->{target}", self.nets[f"VAE_{kt}"].decode(mapped))]
         return rows

@@ -202,8 +202,9 @@ class SharedLatent(Family):
         a, b = self.domains
         n = self.nets
         rows = []
-        for real, enc, dec, enc_back, dec_back in ((images[a], "E_a", "G_b", "E_b", "G_a"),
-                                                   (images[b], "E_b", "G_a", "E_a", "G_b")):
-            fake = n[dec](n[enc](real))
-            rows += [real, fake, n[dec_back](n[enc_back](fake))]
+        for src, dst, enc, dec, enc_back, dec_back in ((a, b, "E_a", "G_b", "E_b", "G_a"),
+                                                       (b, a, "E_b", "G_a", "E_a", "G_b")):
+            fake = n[dec](n[enc](images[src]))
+            rows += [(src, images[src]), (f"{src}->{dst}", fake),
+                     (f"{src}->{dst}->{src}", n[dec_back](n[enc_back](fake)))]
         return rows

@@ -143,6 +143,6 @@ class StarGAN(Family):
         """For each domain's inputs: the inputs, then their translations into every domain."""
         rows = []
         for d in self.domains:
-            rows.append(images[d])
-            rows += [self.translate(images[d], dst) for dst in self.domains]
+            rows.append((d, images[d]))
+            rows += [(f"{d}->{dst}", self.translate(images[d], dst)) for dst in self.domains]
         return rows

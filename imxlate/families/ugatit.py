@@ -167,7 +167,8 @@ class UGATIT(Family):
         for src, dst in self.directions():
             x = images[src]
             y, _, heatmap = self.nets[f"G_{self.side(src)}{self.side(dst)}"](x)
-            rows += [x, y, attention_image(heatmap, x.shape[-2:])]
+            rows += [(src, x), (f"{src}->{dst}", y),
+                     (f"{src}->{dst} attention", attention_image(heatmap, x.shape[-2:]))]
         return rows
 
 
