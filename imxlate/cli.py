@@ -424,16 +424,22 @@ def evaluate(
 @user_errors
 def info(model: Optional[str] = typer.Argument(None, help="model file or run folder (default: the shipped model)"),
          as_json: bool = typer.Option(False, "--json", help="print the metadata as JSON")):
-    """Describe a model file: family, domains, directions, architecture, sizes, training."""
+    """Describe a model file (family, domains, directions, architecture, sizes, training), a checkpoint or a
+    classifier file."""
     from . import store
+    from .families import describe_file
     from .translate import find_model
 
-    path, _ = find_model(model, None) if model else _shipped_or_newest()
-    meta, status = store.inspect(path)  # a file that is not intact is an error, not a table
+    path = Path(model) if model and Path(model).is_file() else (find_model(model, None) if model else _shipped_or_newest())[0]
+    meta, status = describe_file(path)  # a file that is not intact or whose metadata lies is an error, not a table
     integrity = ("intact (its recorded digest matches)" if status == "intact"
                  else "no digest recorded (written before imxlate recorded one; not checked)")
     if as_json:
         out.print_json(json.dumps({**meta, "integrity": status}))
+        return
+    if meta["format"] == store.CLASSIFIER_FORMAT:
+        out.print(f"{path}: classifier of {len(meta['classes'])} classes ({', '.join(meta['classes'])}), "
+                  f"{meta['image_size']} px; integrity: {integrity}")
         return
     if meta["format"] != store.MODEL_FORMAT:
         state = meta["state"]
@@ -543,6 +549,7 @@ def serve(
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps"),
     no_verify: bool = typer.Option(False, "--no-verify", help="load a model file whose recorded digest does not "
                                    "match (changed bytes) anyway"),
+    threads: int = typer.Option(16, help="serve at most this many connections at once; more wait for a free one"),
 ):
     """A local web page to try a model: pick an image and a target domain, see and download the translation.
 
@@ -553,7 +560,7 @@ def serve(
 
     path, _ = find_model(model, None) if model else _shipped_or_newest()
     run_server(Translator.open(path, device=device, verify=not no_verify), host, port, max_upload_mb,
-               say=lambda msg: out.print(msg, soft_wrap=True))
+               say=lambda msg: out.print(msg, soft_wrap=True), threads=threads)
 
 
 @command("train-classifier", epilog="Example:\n\n  imxlate train-classifier digits/train/printed --out digits_printed.safetensors")
@@ -573,7 +580,7 @@ def train_classifier(
     from . import store
     from .config import check_seed
     from .device import pick_device
-    from .nets.classifier import train_classifier as run
+    from .classifier import train_classifier as run
 
     check_at_least({"steps": steps, "batch_size": batch_size, "image_size": image_size, "width": width}, 1)
     check_at_least({"lr": lr}, 0)

@@ -33,7 +33,7 @@ from .distributed import dist_broadcast, dist_setup, param_digest
 from .data import (Domain, Transform, UnpairedDataset, collate, find_domain_folder, load_rgb, to_tensor, upscale_note,
                    worker_count)
 from .errors import ImxlateError
-from .families import family_class
+from .families import family_class, load_checkpoint
 from .averaging import MovingAverage
 from .health import CHECK_EVERY, CollapseWatch, look
 from .optim import describe_schedule
@@ -240,7 +240,7 @@ def resumed(cfg: TrainConfig, family_args: dict, resume: str, given: set[str]) -
     """A resumed run's recipe: its checkpoint's, with the options in `given` that RESUME_MAY_CHANGE applied
     (and listed in the plan); any other option or family option that differs from the run's is refused."""
     ckpt = checkpoint_path(resume)
-    state = store.load_checkpoint(ckpt)
+    state = load_checkpoint(ckpt)  # its networks checked against the family it states
     saved = from_dict(TrainConfig, state["train_config"])
     fam_cls = family_class(state["family"])
     fam_cfg = from_dict(fam_cls.Config, state["family_config"])

@@ -37,6 +37,8 @@ def test_eval_classifier_on_real_target_images_gives_its_accuracy(tmp_path):
     assert r.exit_code == 0, r.output
     result = json.loads(r.output)
     assert result["n"] == 12 and abs(result["label_preservation"] - expected) < 1e-12
+    r = runner.invoke(app, ["info", str(clf_path)])  # info knows classifier files
+    assert r.exit_code == 0 and "classifier of" in r.output and "16 px" in r.output, r.output
     flat = tmp_path / "flat"
     flat.mkdir()
     Image.new("RGB", (16, 16)).save(flat / "x.png")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
+
 class Classifier(nn.Module):
     """(B,3,H,W) in [-1,1] -> (B, n_classes) logits; `features` is `blocks` conv blocks, each halving H and W."""
 
@@ -25,15 +26,3 @@ class Classifier(nn.Module):
         return self.head(self.features(x).mean((2, 3)))  # global average pool: any input size works
 
 
-# Moved to imxlate.classifier; still found here for code that imports them from this module (see __getattr__).
-_MOVED = ("CLASSIFIER_FORMAT", "save_classifier", "is_classifier_file", "load_classifier", "classify", "accuracy",
-          "train_classifier")
-
-
-def __getattr__(name: str):
-    """The names that moved to `imxlate.classifier`, for code that still imports them from here."""
-    if name in _MOVED:
-        from .. import classifier
-
-        return getattr(classifier, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
