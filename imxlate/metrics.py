@@ -78,9 +78,9 @@ def find_inception_weights(path: str | Path | None = None, *, download: bool = F
     if download:
         return _download_weights(cache / WEIGHTS_NAMES[0])
     raise ImxlateError(
-        f"FID needs the Inception weights file {WEIGHTS_NAMES[0]} ({WEIGHTS_SIZE:,} bytes) and found none: "
-        f"get it from {WEIGHTS_URL} and pass its path (--inception-weights PATH), set ${WEIGHTS_ENV} to it, "
-        f"or put it in {cache}/ (or allow the download)")
+        f"FID, KID and IS need the Inception weights file {WEIGHTS_NAMES[0]} ({WEIGHTS_SIZE:,} bytes) and found "
+        f"none: add --download to fetch it, or get it from {WEIGHTS_URL} and pass its path (--inception-weights "
+        f"PATH), set ${WEIGHTS_ENV} to it, or put it in {cache}/")
 
 
 def _download_weights(dest: Path) -> Path:
