@@ -353,9 +353,11 @@ class Server(http.server.ThreadingHTTPServer):
         self.slots.acquire()
         try:
             super().process_request(request, client_address)
-        except BaseException:  # no thread started: the slot is free again
+        except Exception:  # no thread started: the slot is free again
             self.slots.release()
             raise
+        # A KeyboardInterrupt (Ctrl-C) may come while Thread.start waits for the thread it started, which then
+        # releases the slot itself: it is let through, and serve() stops.
 
     def process_request_thread(self, request, client_address):
         try:
