@@ -60,11 +60,39 @@ def expand_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def _to_8bit(img: Image.Image) -> Image.Image:
-    """Grey images with 16 or 32 bits per pixel (modes I;16*, I, F) -> mode L."""
-    a = np.asarray(img).astype(np.float64)
-    scale = 255.0 / 65535.0 if a.max() > 255 else 1.0
-    return Image.fromarray(np.clip(a * scale + 0.5, 0, 255).astype(np.uint8), "L")
+def _black_and_white(a: np.ndarray) -> tuple[float, float]:
+    """The values of a finite grey array that become black and white (see `_to_8bit`)."""
+    if a.dtype.kind in "ui" and a.dtype.itemsize <= 2:
+        return float(np.iinfo(a.dtype).min), float(np.iinfo(a.dtype).max)
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if a.dtype.kind in "ui":  # mode I holds 16-bit PNGs (Pillow < 10.3), signed 16-bit and 32-bit TIFFs
+        for kind in (np.uint16, np.int16):
+            if np.iinfo(kind).min <= lo and hi <= np.iinfo(kind).max:
+                return float(np.iinfo(kind).min), float(np.iinfo(kind).max)
+    elif (0.0 <= lo and hi <= 1.0) or lo == hi:
+        return 0.0, 1.0
+    return lo, hi
+
+
+def _to_8bit(img: Image.Image, path: str | Path) -> Image.Image:
+    """Grey images with 16 or 32 bits per pixel (modes I;16*, I, F) -> mode L, scaled by a range, never clipped.
+
+    Integers are scaled by the full range of their type (uint16: v / 257), as image viewers show them: a file
+    rarely says it holds 12-bit data, so that stays dark, and a folder's images (a video's frames) keep their
+    relative brightness. Mode I (int32) takes the 16-bit type its values fit, else their own min..max.
+    Floats map [0, 1] to black..white when every value is within it (the usual convention), else their own
+    min..max. NaN and -inf become the lowest finite value, +inf the highest, with a warning on stderr.
+    """
+    a = np.asarray(img)
+    finite = np.isfinite(a)
+    if not finite.all():
+        print(f"warning: {path}: {a.size - int(finite.sum())} pixel(s) are NaN or infinite; NaN and -inf are "
+              "shown as the image's darkest value, +inf as its brightest", file=sys.stderr)
+        lo, hi = (float(a[finite].min()), float(a[finite].max())) if finite.any() else (0.0, 0.0)
+        a = np.nan_to_num(a, nan=lo, posinf=hi, neginf=lo)
+    black, white = _black_and_white(a)
+    scaled = (a.astype(np.float32) - black) * np.float32(255.0 / (white - black)) + np.float32(0.5)
+    return Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), "L")
 
 
 def too_large(width: int, height: int, max_pixels: int | None) -> str | None:
@@ -91,7 +119,7 @@ def load_image(path: str | Path, max_pixels: int | None = None) -> tuple[Image.I
         img = ImageOps.exif_transpose(img)
         img.load()
     if img.mode.startswith("I") or img.mode == "F":
-        img = _to_8bit(img)
+        img = _to_8bit(img, path)
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     alpha = None

@@ -15,6 +15,7 @@ import struct
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -445,3 +446,52 @@ def test_eval_json_keeps_warnings_off_stdout(w):
 def test_training_refuses_options_before_writing_anything(w):
     result = run(train("--steps", "-5"), w)
     assert result.exit_code == 2 and not (w / OUT).exists() and not (w / "runs").exists()
+
+
+# ---- 16-bit and float images: scaled by a range to 8 bits, never clipped --------------------------------
+
+def grey_levels(path: Path) -> list[int]:
+    """The grey levels load_image gives a grey file, left to right along its first row."""
+    from imxlate.data import load_image
+
+    rgb, alpha = load_image(path)
+    a = np.asarray(rgb)
+    assert rgb.mode == "RGB" and alpha is None and (a == a[..., :1]).all()  # grey stays grey
+    return a[0, :, 0].tolist()
+
+
+def test_a_float_tiff_in_0_1_keeps_its_greys(tmp_path):
+    Image.fromarray(np.array([[0.0, 0.25, 0.5, 1.0]] * 2, np.float32)).save(tmp_path / "f.tif")
+    assert Image.open(tmp_path / "f.tif").mode == "F"
+    assert grey_levels(tmp_path / "f.tif") == [0, 64, 128, 255]  # v * 255, mid-grey stays mid-grey
+
+
+def test_a_16_bit_grey_png_is_scaled_by_the_full_16_bit_range(tmp_path):
+    Image.fromarray(np.array([[0, 257, 32768, 40000, 65535]] * 2, np.uint16)).save(tmp_path / "g.png")
+    assert Image.open(tmp_path / "g.png").mode in ("I;16", "I")  # "I" before Pillow 10.3
+    assert grey_levels(tmp_path / "g.png") == [0, 1, 128, 156, 255]  # v / 257, as image viewers show it
+
+
+def test_a_float_image_outside_0_1_is_scaled_by_its_own_range(tmp_path):
+    Image.fromarray(np.array([[-2.0, 0.0, 2.0, 6.0]] * 2, np.float32)).save(tmp_path / "f.tif")
+    assert grey_levels(tmp_path / "f.tif") == [0, 64, 128, 255]  # -2..6 -> 0..255
+
+
+def test_nan_and_infinite_pixels_are_replaced_and_said(tmp_path, capsys):
+    Image.fromarray(np.array([[0.0, np.nan, 0.5, np.inf, -np.inf, 1.0]] * 2, np.float32)).save(tmp_path / "f.tif")
+    assert grey_levels(tmp_path / "f.tif") == [0, 0, 128, 255, 0, 255]
+    warning = capsys.readouterr().err
+    assert "f.tif" in warning and "6 pixel(s) are NaN or infinite" in warning
+
+
+def test_a_float_tiff_translates_through_the_cli(tmp_path, monkeypatch):
+    from imxlate.translate import shipped_models
+
+    monkeypatch.chdir(tmp_path)
+    model = next(p for p in shipped_models() if "emoji" in p.name)
+    ramp = np.linspace(0.0, 1.0, 48, dtype=np.float32)
+    Image.fromarray(np.outer(ramp, ramp[::-1])).save(tmp_path / "scan.tif")
+    result = run(translate(inputs=("scan.tif",), to="noto", model=model), tmp_path)
+    assert result.exit_code == 0, result.stderr
+    assert [p.name for p in (tmp_path / OUT).iterdir()] == ["scan.png"]
+    assert Image.open(tmp_path / OUT / "scan.png").size == (48, 48)
