@@ -1,4 +1,5 @@
-"""CycleGAN's --generator deform: DG-Font's deformable skip connections, the offset loss, the CLI, exact
+"""CycleGAN's generators that move strokes: --generator deform (DG-Font's deformable skip connections, the
+offset loss) and --generator affine (a spatial transformer's learned affine warp); for both the CLI, exact
 resume, model files, translate and export."""
 from __future__ import annotations
 
@@ -17,18 +18,25 @@ from imxlate.families import build_family, load_model
 from imxlate.nets.common import init_weights, param_count
 from imxlate.nets.deform import DeformResnetGenerator, DeformSkip, deform_conv3x3, offset_loss
 from imxlate.nets.resnet import ResnetGenerator
+from imxlate.nets.warp import IDENTITY, AffineResnetGenerator, sampling_grid
 
 from conftest import cli, interrupt_at, write_images
 
 TINY = ["--crop-size", "32", "--load-size", "36", "--ngf", "8", "--ndf", "8", "--n-blocks", "1", "--quiet"]
 DEFORM = ["--generator", "deform", *TINY]
+MOVERS = {"deform": DeformResnetGenerator, "affine": AffineResnetGenerator}
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 
 
-def skewed(net: DeformResnetGenerator, seed: int = 0) -> DeformResnetGenerator:
-    """`net` with random offset predictors: skips that sample pixels away from the regular grid."""
+def skewed(net, seed: int = 0):
+    """`net` with random offset predictors (deform: skips that sample pixels away from the regular grid; affine:
+    a warp that slants, stretches and shifts)."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
+        if isinstance(net, AffineResnetGenerator):
+            net.theta_weight.copy_(torch.randn(net.theta_weight.shape, generator=g))
+            net.theta_bias.add_(torch.randn(6, generator=g) * 0.2)
+            return net
         for skip in (net.skip_half, net.skip_full):
             skip.offset_weight.copy_(torch.randn(skip.offset_weight.shape, generator=g) * 0.3)
             skip.offset_bias.copy_(torch.randn(skip.offset_bias.shape, generator=g))
@@ -94,6 +102,29 @@ def test_offsets_move_the_sampling_and_receive_gradients():
         assert s.offset_weight.grad.abs().sum() > 0 and s.offset_bias.grad.abs().sum() > 0
 
 
+def test_a_new_affine_generator_is_its_resnet_and_learns_a_warp():
+    torch.manual_seed(0)
+    g = init_weights(AffineResnetGenerator(ngf=8, n_blocks=1))
+    x = torch.rand(2, 3, 36, 28) * 2 - 1
+    with torch.no_grad():
+        y, theta = g.warped(x)
+        assert torch.equal(theta, torch.tensor(IDENTITY).view(1, 2, 3).expand(2, 2, 3))  # Jaderberg et al.'s init
+        assert torch.allclose(y, g.resnet(x), atol=1e-5)
+    assert 0.01 < float(g.look[0].weight.detach().std()) < 0.03  # init_weights reached the localisation network
+    g(x).square().mean().backward()  # at the identity the translation's gradient reaches the regressor
+    assert g.theta_weight.grad.abs().sum() > 0 and g.theta_bias.grad.abs().sum() > 0
+
+    theta, x_odd = torch.randn(2, 2, 3), torch.zeros(2, 1, 7, 9)  # the exportable grid is affine_grid's
+    assert torch.allclose(sampling_grid(theta, x_odd), F.affine_grid(theta, [2, 1, 7, 9], align_corners=False),
+                          atol=1e-5)
+    g.resnet = torch.nn.Identity()  # the warp alone
+    with torch.no_grad():
+        g.theta_bias[2] = 4 / 28  # x shift of 2 pixels in affine_grid's [-1, 1] coordinates
+        moved = g(x)
+    assert torch.allclose(moved[..., :-2], x[..., 2:], atol=1e-5)  # output pixel j reads input pixel j + 2
+    assert torch.allclose(moved[..., -2:], x[..., -1:].expand(-1, -1, -1, 2), atol=1e-5)  # the border repeated
+
+
 def test_the_offset_loss_is_weighted_into_the_generator_losses():
     def family(generator, **extra):
         cfg = {"ngf": 8, "ndf": 8, "n_blocks": 1, "generator": generator, **extra}
@@ -136,9 +167,21 @@ def test_training_through_the_cli_records_the_deform_generator(two_domains, monk
     assert log[-1]["offset_ab"] > 0  # after one update the skips deform
 
 
-def test_resume_is_bit_identical(two_domains, monkeypatch):
+def test_training_through_the_cli_records_the_affine_generator(two_domains, monkeypatch):
     monkeypatch.chdir(two_domains)
-    common = ["--domains", "photos", "vangogh", "--workers", "0", "--ema", "0.9", *DEFORM]
+    common = ["train", "--domains", "photos", "vangogh", "--steps", "2", "--generator", "affine", *TINY]
+    bad = cli(*common, "--lambda-offset", "1", ok=False)
+    assert bad.exit_code == 2 and "--lambda-offset" in bad.output and "Traceback" not in bad.output
+    cli(*common, "--out", "run")
+    meta = store.read_metadata("run/model.safetensors")
+    assert meta["config"]["generator"] == "affine"
+    assert meta["networks"]["G_ab"]["class"] == "AffineResnetGenerator"
+
+
+@pytest.mark.parametrize("kind", MOVERS)
+def test_resume_is_bit_identical(two_domains, monkeypatch, kind):
+    monkeypatch.chdir(two_domains)
+    common = ["--domains", "photos", "vangogh", "--workers", "0", "--ema", "0.9", "--generator", kind, *TINY]
     cli("train", *common, "--steps", "4", "--out", "straight")
     interrupt_at(monkeypatch, 2)
     assert "interrupted at step 2" in cli("train", *common, "--steps", "4", "--out", "split", ok=False).output
@@ -146,7 +189,7 @@ def test_resume_is_bit_identical(two_domains, monkeypatch):
     a, b = (store.load_checkpoint(f"{run}/checkpoint.safetensors") for run in ("straight", "split"))
     assert a["step"] == b["step"] == 4
     ta, tb = (dict(_tensors({"f": c["family_state"], "ema": c["ema"]})) for c in (a, b))
-    assert ta.keys() == tb.keys() and any("offset_weight" in k for k in ta)
+    assert ta.keys() == tb.keys() and any(("offset_weight" if kind == "deform" else "theta_weight") in k for k in ta)
     for k in ta:
         assert torch.equal(ta[k], tb[k]), k
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
@@ -164,13 +207,15 @@ def _tensors(x, path=""):
             yield from _tensors(v, f"{path}/{i}")
 
 
-@pytest.fixture(scope="module")
-def skewed_model(tmp_path_factory) -> Path:
-    """A model file of a tiny deform CycleGAN trained 2 steps through the CLI, then given large offsets."""
-    tmp = tmp_path_factory.mktemp("deform")
+@pytest.fixture(scope="module", params=list(MOVERS))
+def skewed_model(tmp_path_factory, request) -> Path:
+    """A model file of a tiny deform or affine CycleGAN trained 2 steps through the CLI, then given large
+    offsets or a large warp."""
+    tmp = tmp_path_factory.mktemp(request.param)
     write_images(tmp / "photos", 3, seed=1)
     write_images(tmp / "vangogh", 3, seed=2)
-    cli("train", "--data", tmp, "--domains", "photos", "vangogh", "--steps", "2", "--out", tmp / "run", *DEFORM)
+    cli("train", "--data", tmp, "--domains", "photos", "vangogh", "--steps", "2", "--out", tmp / "run",
+        "--generator", request.param, *TINY)
     family = load_model(tmp / "run/model.safetensors")
     skewed(family.nets["G_ab"], 1), skewed(family.nets["G_ba"], 2)
     store.save_model(family, tmp / "skewed.safetensors")
@@ -181,9 +226,12 @@ def test_the_model_file_alone_translates(skewed_model, tmp_path, monkeypatch):
     tensors, _ = store.read_file(skewed_model)
     assert {k.split(".")[0] for k in tensors} == {"G_ab", "G_ba"}
     family = load_model(skewed_model)
-    assert isinstance(family.nets["G_ab"], DeformResnetGenerator)
+    net = family.nets["G_ab"]
     with torch.no_grad():
-        assert float(offset_loss(family.nets["G_ab"].deformed(torch.zeros(1, 3, 32, 32))[1])) > 0.1
+        if isinstance(net, DeformResnetGenerator):
+            assert float(offset_loss(net.deformed(torch.zeros(1, 3, 32, 32))[1])) > 0.1
+        else:
+            assert (net.affine(torch.zeros(1, 3, 32, 32)) - torch.tensor(IDENTITY).view(2, 3)).abs().max() > 0.1
     tr = imxlate.load(skewed_model)
     assert tr.translate(Image.new("RGB", (30, 22), (255, 0, 0)), to="vangogh").size == (30, 22)
     assert tr.translate(torch.rand(2, 3, 20, 28) * 2 - 1, to="photos").shape == (2, 3, 20, 28)
@@ -195,7 +243,7 @@ def test_the_model_file_alone_translates(skewed_model, tmp_path, monkeypatch):
         assert Image.open(Path("out") / (src.stem + ".png")).size == Image.open(src).size
     tiled = cli("translate", "input", "--to", "vangogh", "--model", skewed_model, "--out", "tiled", "--tile", "32",
                 ok=False)
-    # tiling knows the ResNet and U-Net generators' layers only: a one-line refusal
+    # tiling knows the ResNet and U-Net generators' layers only (a warp reads the whole image): a one-line refusal
     assert tiled.exit_code == 2 and "--tile" in tiled.output and "Traceback" not in tiled.output
 
 

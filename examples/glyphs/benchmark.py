@@ -68,11 +68,12 @@ METHODS = {"CycleGAN": ("cyclegan", {"ema": 0.0}), "CUT": ("cut", {"bidirectiona
            "FastCUT": ("fastcut", {"bidirectional": True}), "CycleGAN-EMA": ("cyclegan", {"ema": 0.999}),
            # generators that can move strokes (issue 31); U-GAT-IT's 4 blocks each side (the paper's n_res)
            "U-GAT-IT": ("ugatit", {"n_blocks": 4}), "U-GAT-IT-light": ("ugatit", {"n_blocks": 4, "light": True}),
-           "CycleGAN-Deform": ("cyclegan", {"generator": "deform", "ema": 0.999})}
+           "CycleGAN-Deform": ("cyclegan", {"generator": "deform", "ema": 0.999}),
+           "CycleGAN-Affine": ("cyclegan", {"generator": "affine", "ema": 0.999})}
 NETS = {"ngf": 32, "ndf": 32, "n_blocks": 6}
 EASY_METHODS = ["CycleGAN", "CUT", "FastCUT", "CycleGAN-EMA"]  # the easy pairs' methods unless --methods adds one
 SHAPE_PAIRS = ("z003", "kai")  # the pairs whose styles differ in shape; retrieval there is by shape
-SHAPE_METHODS = ["CycleGAN-EMA", "CUT", "FastCUT", "U-GAT-IT", "U-GAT-IT-light", "CycleGAN-Deform"]
+SHAPE_METHODS = ["CycleGAN-EMA", "CUT", "FastCUT", "U-GAT-IT", "U-GAT-IT-light", "CycleGAN-Deform", "CycleGAN-Affine"]
 PAIRS = {"cjk": ("sans", "serif"), "latin": ("sans", "serif"), "z003": ("sans", "script"), "kai": ("sans", "kai")}
 DIGITS = ("handwritten", "printed")
 
