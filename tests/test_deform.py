@@ -1,6 +1,6 @@
 """CycleGAN's generators that move strokes: --generator deform (DG-Font's deformable skip connections, the
-offset loss) and --generator affine (a spatial transformer's learned affine warp); for both the CLI, exact
-resume, model files, translate and export."""
+offset loss) and --warp affine (a spatial transformer's learned affine warp before the ResNet or the U-Net);
+for both the CLI, exact resume, model files, translate and export."""
 from __future__ import annotations
 
 import json
@@ -18,13 +18,16 @@ from imxlate.families import build_family, load_model
 from imxlate.nets.common import init_weights, param_count
 from imxlate.nets.deform import DeformResnetGenerator, DeformSkip, deform_conv3x3, offset_loss
 from imxlate.nets.resnet import ResnetGenerator
-from imxlate.nets.warp import IDENTITY, AffineResnetGenerator, sampling_grid
+from imxlate.nets.warp import IDENTITY, AffineWarp, sampling_grid
+from imxlate.nets.unet import UnetGenerator
 
 from conftest import cli, interrupt_at, write_images
 
 TINY = ["--crop-size", "32", "--load-size", "36", "--ngf", "8", "--ndf", "8", "--n-blocks", "1", "--quiet"]
+TINY_UNET = [o for o in TINY if o not in ("--n-blocks", "1")] + ["--generator", "unet", "--n-downs", "5"]
 DEFORM = ["--generator", "deform", *TINY]
-MOVERS = {"deform": DeformResnetGenerator, "affine": AffineResnetGenerator}
+MOVERS = {"deform": ["--generator", "deform", *TINY], "affine": ["--warp", "affine", *TINY],
+          "affine-unet": ["--warp", "affine", *TINY_UNET]}
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 
 
@@ -33,7 +36,7 @@ def skewed(net, seed: int = 0):
     a warp that slants, stretches and shifts)."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        if isinstance(net, AffineResnetGenerator):
+        if isinstance(net, AffineWarp):
             net.theta_weight.copy_(torch.randn(net.theta_weight.shape, generator=g))
             net.theta_bias.add_(torch.randn(6, generator=g) * 0.2)
             return net
@@ -102,14 +105,14 @@ def test_offsets_move_the_sampling_and_receive_gradients():
         assert s.offset_weight.grad.abs().sum() > 0 and s.offset_bias.grad.abs().sum() > 0
 
 
-def test_a_new_affine_generator_is_its_resnet_and_learns_a_warp():
+def test_a_new_affine_warp_leaves_its_generator_and_learns_a_warp():
     torch.manual_seed(0)
-    g = init_weights(AffineResnetGenerator(ngf=8, n_blocks=1))
+    g = init_weights(AffineWarp(ResnetGenerator(ngf=8, n_blocks=1), ngf=8))
     x = torch.rand(2, 3, 36, 28) * 2 - 1
     with torch.no_grad():
         y, theta = g.warped(x)
         assert torch.equal(theta, torch.tensor(IDENTITY).view(1, 2, 3).expand(2, 2, 3))  # Jaderberg et al.'s init
-        assert torch.allclose(y, g.resnet(x), atol=1e-5)
+        assert torch.allclose(y, g.net(x), atol=1e-5)
     assert 0.01 < float(g.look[0].weight.detach().std()) < 0.03  # init_weights reached the localisation network
     g(x).square().mean().backward()  # at the identity the translation's gradient reaches the regressor
     assert g.theta_weight.grad.abs().sum() > 0 and g.theta_bias.grad.abs().sum() > 0
@@ -117,7 +120,7 @@ def test_a_new_affine_generator_is_its_resnet_and_learns_a_warp():
     theta, x_odd = torch.randn(2, 2, 3), torch.zeros(2, 1, 7, 9)  # the exportable grid is affine_grid's
     assert torch.allclose(sampling_grid(theta, x_odd), F.affine_grid(theta, [2, 1, 7, 9], align_corners=False),
                           atol=1e-5)
-    g.resnet = torch.nn.Identity()  # the warp alone
+    g.net = torch.nn.Identity()  # the warp alone
     with torch.no_grad():
         g.theta_bias[2] = 4 / 28  # x shift of 2 pixels in affine_grid's [-1, 1] coordinates
         moved = g(x)
@@ -167,21 +170,26 @@ def test_training_through_the_cli_records_the_deform_generator(two_domains, monk
     assert log[-1]["offset_ab"] > 0  # after one update the skips deform
 
 
-def test_training_through_the_cli_records_the_affine_generator(two_domains, monkeypatch):
+def test_training_through_the_cli_records_the_affine_warp(two_domains, monkeypatch):
     monkeypatch.chdir(two_domains)
-    common = ["train", "--domains", "photos", "vangogh", "--steps", "2", "--generator", "affine", *TINY]
-    bad = cli(*common, "--lambda-offset", "1", ok=False)
-    assert bad.exit_code == 2 and "--lambda-offset" in bad.output and "Traceback" not in bad.output
+    common = ["train", "--domains", "photos", "vangogh", "--steps", "2", "--warp", "affine", *TINY]
+    for extra, named in ((["--lambda-offset", "1"], "--lambda-offset"), (["--generator", "deform"], "--warp"),
+                         (["--warp", "elastic"], "--warp elastic")):
+        bad = cli(*common, *extra, ok=False)
+        assert bad.exit_code == 2 and named in bad.output and "Traceback" not in bad.output
+    assert not Path("runs").exists()
     cli(*common, "--out", "run")
     meta = store.read_metadata("run/model.safetensors")
-    assert meta["config"]["generator"] == "affine"
-    assert meta["networks"]["G_ab"]["class"] == "AffineResnetGenerator"
+    assert meta["config"]["warp"] == "affine" and meta["config"]["generator"] == "resnet"
+    assert meta["networks"]["G_ab"]["class"] == "AffineWarp"
+    family = load_model("run/model.safetensors")
+    assert isinstance(family.nets["G_ab"].net, ResnetGenerator)
 
 
-@pytest.mark.parametrize("kind", MOVERS)
+@pytest.mark.parametrize("kind", ["deform", "affine"])
 def test_resume_is_bit_identical(two_domains, monkeypatch, kind):
     monkeypatch.chdir(two_domains)
-    common = ["--domains", "photos", "vangogh", "--workers", "0", "--ema", "0.9", "--generator", kind, *TINY]
+    common = ["--domains", "photos", "vangogh", "--workers", "0", "--ema", "0.9", *MOVERS[kind]]
     cli("train", *common, "--steps", "4", "--out", "straight")
     interrupt_at(monkeypatch, 2)
     assert "interrupted at step 2" in cli("train", *common, "--steps", "4", "--out", "split", ok=False).output
@@ -209,13 +217,13 @@ def _tensors(x, path=""):
 
 @pytest.fixture(scope="module", params=list(MOVERS))
 def skewed_model(tmp_path_factory, request) -> Path:
-    """A model file of a tiny deform or affine CycleGAN trained 2 steps through the CLI, then given large
-    offsets or a large warp."""
+    """A model file of a tiny deform or warped (ResNet, U-Net) CycleGAN trained 2 steps through the CLI, then given
+    large offsets or a large warp."""
     tmp = tmp_path_factory.mktemp(request.param)
     write_images(tmp / "photos", 3, seed=1)
     write_images(tmp / "vangogh", 3, seed=2)
     cli("train", "--data", tmp, "--domains", "photos", "vangogh", "--steps", "2", "--out", tmp / "run",
-        "--generator", request.param, *TINY)
+        *MOVERS[request.param])
     family = load_model(tmp / "run/model.safetensors")
     skewed(family.nets["G_ab"], 1), skewed(family.nets["G_ba"], 2)
     store.save_model(family, tmp / "skewed.safetensors")

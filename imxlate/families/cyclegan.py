@@ -1,7 +1,7 @@
 """CycleGAN (Zhu et al. 2017): two ResNet generators, two PatchGAN discriminators, cycle consistency.
 --generator unet swaps in the pix2pix U-Net, --generator deform the ResNet with DG-Font's deformable skip
-connections (nets/deform.py), which can move strokes, not only retexture them, --generator affine the ResNet
-behind a learned affine warp (nets/warp.py), which slants, stretches or shifts the whole picture."""
+connections (nets/deform.py), which can move strokes, not only retexture them; --warp affine puts the ResNet or
+the U-Net behind a learned affine warp (nets/warp.py), which slants, stretches or shifts the whole picture."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -11,13 +11,13 @@ from ..errors import ImxlateError
 from ..nets.common import init_weights
 from ..nets.deform import DeformResnetGenerator, offset_loss
 from ..nets.resnet import ResnetGenerator, default_blocks
-from ..nets.warp import AffineResnetGenerator
+from ..nets.warp import AffineWarp
 from ..nets.unet import UnetGenerator, unet_levels
 from ..perceptual import PerceptualOptions, perceptual_from_config, record_perceptual
 from .base import Family, ImagePool, ResnetGANOptions, choice, critic_steps
 
-GENERATORS = {"resnet": ResnetGenerator, "unet": UnetGenerator, "deform": DeformResnetGenerator,
-              "affine": AffineResnetGenerator}
+GENERATORS = {"resnet": ResnetGenerator, "unet": UnetGenerator, "deform": DeformResnetGenerator}
+WARPS = ("none", "affine")
 OFFSET_WEIGHT = 0.5  # DG-Font's released training settings: w_off 0.5
 
 
@@ -25,8 +25,10 @@ OFFSET_WEIGHT = 0.5  # DG-Font's released training settings: w_off 0.5
 class CycleGANConfig(PerceptualOptions, ResnetGANOptions):
     generator: str = field(default="resnet", metadata={
         "help": "resnet (CycleGAN) | unet (pix2pix U-Net: skip connections carry the input's edges) | deform "
-                "(ResNet with DG-Font's deformable skip connections: moves strokes, for shape changes) | affine "
-                "(ResNet behind a learned affine warp: slant and proportions, for a global change of shape)"})
+                "(ResNet with DG-Font's deformable skip connections: moves strokes, for shape changes)"})
+    warp: str = field(default="none", metadata={
+        "help": "none | affine (a learned affine warp of the input before the generator, initialised to the "
+                "identity: slant and proportions, for a global change of shape)"})
     n_downs: int | None = field(default=None, metadata={
         "help": "U-Net levels (default: all the halvings the crop size allows, 6 at 64 px)"})
     dropout: bool = field(default=False, metadata={
@@ -61,6 +63,10 @@ class CycleGAN(Family):
         if cfg.one_way:
             raise ImxlateError("--one-way marks a single imported generator; CycleGAN training needs both directions")
         choice("generator", cfg.generator, tuple(GENERATORS))
+        choice("warp", cfg.warp, WARPS)
+        if cfg.warp != "none" and cfg.generator == "deform":
+            raise ImxlateError("--warp moves the input of a ResNet or U-Net generator; --generator deform moves "
+                               "strokes its own way: give one of them")
         cfg.check_nets(train_cfg.crop_size)
         if (cfg.generator == "unet" and cfg.n_blocks is not None) or (cfg.generator != "unet" and cfg.n_downs):
             raise ImxlateError("--n-blocks sets a ResNet generator, --n-downs a U-Net; give the one that "
@@ -86,14 +92,19 @@ class CycleGAN(Family):
     def build(self):
         c = self.cfg
         choice("generator", c.generator, tuple(GENERATORS))  # a model file's config, too
+        choice("warp", c.warp, WARPS)
         n_blocks = c.n_blocks if c.n_blocks is not None else 9
+        downs = (c.n_downs or unet_levels(self.image_size)) if c.generator == "unet" else None
+
+        def gen():
+            if c.generator == "unet":
+                net = UnetGenerator(3, 3, c.ngf, downs, c.norm, c.dropout, c.upsample)
+            else:
+                net = GENERATORS[c.generator](3, 3, c.ngf, n_blocks, c.norm, c.dropout, c.upsample)
+            return init_weights(AffineWarp(net, 3, c.ngf) if c.warp == "affine" else net)
+
         if c.generator == "unet":
-            downs = c.n_downs or unet_levels(self.image_size)
             self.size_multiple = 2**downs  # translate pads to it: every level halves the image
-            gen = lambda: init_weights(UnetGenerator(3, 3, c.ngf, downs, c.norm, c.dropout, c.upsample))  # noqa: E731
-        else:
-            net = GENERATORS[c.generator]
-            gen = lambda: init_weights(net(3, 3, c.ngf, n_blocks, c.norm, c.dropout, c.upsample))  # noqa: E731
         if c.one_way:
             return {"G_ab": gen()}
         return {"G_ab": gen(), "G_ba": gen(), "D_a": c.patch_discriminator(), "D_b": c.patch_discriminator()}
