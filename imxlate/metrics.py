@@ -505,6 +505,21 @@ def _side(source, name: str, preset: str, inception, opts: dict) -> Features | S
     return data
 
 
+def _provenance(real_d, fake_d, notes: list[str]) -> dict:
+    """The Inception weights both sides were computed with -> {weights_sha256, comparable}; refuses two different
+    weights, and adds to `notes` what makes the scores not comparable with published ones."""
+    sides = [d.weights.sha256 if isinstance(d, Features) else d.weights_sha256 for d in (real_d, fake_d)]
+    if None not in sides and sides[0] != sides[1]:
+        raise ImxlateError("the two sides were computed with different Inception weights: recompute one of them")
+    verified = [d.weights.verified if isinstance(d, Features) else d.weights_verified for d in (real_d, fake_d)]
+    if not all(verified):
+        notes.append("unverified Inception weights: not comparable with published scores")
+    for d, name in ((real_d, "real"), (fake_d, "fake")):
+        if isinstance(d, Stats) and d.weights_sha256 is None:
+            notes.append(f"{name} statistics carry no provenance; taken as pytorch-fid with the standard weights")
+    return {"weights_sha256": next((s for s in sides if s), None), "comparable": all(verified)}
+
+
 def score(real, fake, *, inception: tuple[FIDInceptionV3, WeightsInfo] | None = None,
           metrics: Sequence[str] = METRICS, preset: str = "pytorch-fid", batch_size: int = 50, workers: int = 0,
           progress: bool = True, kid_subsets: int = 100, kid_subset_size: int = 1000, is_splits: int = 10,
@@ -527,21 +542,10 @@ def score(real, fake, *, inception: tuple[FIDInceptionV3, WeightsInfo] | None = 
         inception = load_inception()
     opts = dict(batch_size=batch_size, workers=workers, progress=progress)
     real_d, fake_d = (_side(s, name, preset, inception, opts) for s, name in ((real, "real"), (fake, "fake")))
-    sides = [d.weights.sha256 if isinstance(d, Features) else d.weights_sha256 for d in (real_d, fake_d)]
-    if None not in sides and sides[0] != sides[1]:
-        raise ImxlateError("the two sides were computed with different Inception weights: recompute one of them")
-    verified = [d.weights.verified if isinstance(d, Features) else d.weights_verified for d in (real_d, fake_d)]
     notes = []
-    if not all(verified):
-        notes.append("unverified Inception weights: not comparable with published scores")
-    for d, name in ((real_d, "real"), (fake_d, "fake")):
-        if isinstance(d, Stats) and d.weights_sha256 is None:
-            notes.append(f"{name} statistics carry no provenance; taken as pytorch-fid with the standard weights")
-    result = {
-        "preset": preset, "preset_description": PRESETS[preset].description,
-        "n_real": real_d.n, "n_fake": fake_d.n, "dims": FEATURE_DIM,
-        "weights_sha256": next((s for s in sides if s), None), "comparable": all(verified), "notes": notes,
-    }
+    result = {"preset": preset, "preset_description": PRESETS[preset].description,
+              "n_real": real_d.n, "n_fake": fake_d.n, "dims": FEATURE_DIM, **_provenance(real_d, fake_d, notes),
+              "notes": notes}
     if "fid" in metrics:
         if isinstance(real_d, Features) and isinstance(fake_d, Features):
             result["fid"] = fid_from_features(real_d.feats, fake_d.feats)
