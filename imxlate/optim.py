@@ -13,8 +13,10 @@ from .precision import Precision
 
 
 def adam(params, cfg) -> torch.optim.Adam:
-    """Adam with the config's `lr`, `beta1` and `beta2` (every family's optimizer)."""
-    return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    """Adam with the config's `lr`, `beta1`, `beta2` and, where the family has one, `weight_decay` (every family's
+    optimizer)."""
+    decay = getattr(cfg, "weight_decay", 0.0)  # UNIT's and U-GAT-IT's L2 decay; the other papers have none
+    return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=decay)
 
 
 def linear_decay(step: int, total: int, decay_start: int) -> float:

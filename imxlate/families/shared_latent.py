@@ -111,12 +111,10 @@ class SharedLatent(Family):
         self.perceptual = perceptual_from_config(self.cfg, self.device)
 
     def make_optimizers(self):
-        c, n = self.cfg, self.nets
-        adam = lambda params: torch.optim.Adam(_unique(params), lr=c.lr, betas=(c.beta1, c.beta2),  # noqa: E731
-                                               weight_decay=c.weight_decay)
+        n = self.nets
         discs = [k for k in n if k.startswith("D")]
-        return {"G": adam(p for k in self.keep for p in n[k].parameters()),
-                "D": adam(p for k in discs for p in n[k].parameters())}
+        return {"G": self.adam(_unique(p for k in self.keep for p in n[k].parameters())),
+                "D": self.adam(_unique(p for k in discs for p in n[k].parameters()))}
 
     # ---- losses ----
     def sample(self, code: torch.Tensor) -> torch.Tensor:

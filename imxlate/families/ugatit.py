@@ -100,10 +100,6 @@ class UGATIT(Family):
                 nets[f"D_{s}_{scale}"] = UGATITDiscriminator(c.ndf, getattr(c, f"n_layers_{scale}") or paper)
         return nets
 
-    def adam(self, params):
-        c = self.cfg  # the official optimizers: Adam with weight decay, for G and for D
-        return torch.optim.Adam(params, lr=c.lr, betas=(c.beta1, c.beta2), weight_decay=c.weight_decay)
-
     def make_optimizers(self):
         n = self.nets
         return {"G": self.adam([p for k in self.keep for p in n[k].parameters()]),
