@@ -37,7 +37,7 @@ except ImportError:  # older typer uses click itself
     from click import exceptions as click_exceptions
 
 from . import __version__
-from .config import MAX_PIXELS, TrainConfig, check_at_least, is_recorded, parse_extra_args
+from .config import TrainConfig, check_at_least, is_recorded, parse_extra_args
 from .errors import ImxlateError, os_error_message
 from .families import REGISTRY, family_class
 
@@ -298,7 +298,7 @@ def train(
                 "  imxlate translate input/ --to vangogh\n\n"
                 "  imxlate translate photo.jpg 'more/*.png' --to vangogh --model runs/photos2vangogh --out styled/\n\n"
                 "  imxlate translate examples/emoji --to noto --out translated/\n\n"
-                "  imxlate translate panorama.png --to vangogh --max-memory 4GB --max-pixels 40000000")
+                "  imxlate translate frame_8k.png --to vangogh --max-memory 4GB")
 @user_errors
 def translate(
     inputs: List[str] = typer.Argument(..., help="image files, folders (recursive), globs and video files "
@@ -316,16 +316,17 @@ def translate(
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace existing files in --out (never inputs; "
                                    "a link there is replaced, never written through)"),
-    max_pixels: int = typer.Option(MAX_PIXELS, help="skip images with more pixels than this (width x height, after "
-                                   "--size); raise it when there is memory for larger ones"),
+    max_pixels: Optional[int] = typer.Option(None, help="skip images with more pixels than this (width x height, "
+                                             "after --size; default: no cap, images are tiled to fit --max-memory, "
+                                             "and only decompression bombs are skipped)"),
     no_verify: bool = typer.Option(False, "--no-verify", help="load a model file whose recorded digest does not "
                                    "match (changed bytes) anyway"),
     tile: Optional[int] = typer.Option(None, "--tile", help="translate in tiles of N x N pixels plus margins; the "
                                        "result equals the untiled one (default: tiles only when an image needs more "
                                        "than --max-memory)"),
-    max_memory: Optional[str] = typer.Option(None, "--max-memory", help="memory one forward pass may use, e.g. 4GB "
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help="memory the whole run may use, e.g. 4GB "
                                              "(default: half the available RAM, or 80% of free GPU memory); larger "
-                                             "images are translated in tiles with the same result"),
+                                             "images are streamed in tiles, with the same result"),
     steady: Optional[str] = typer.Option(None, "--steady", help="frames of a video (or a folder of frames) share "
                                          "normalisation statistics, less flicker: first (the first frame's) | "
                                          "running (a moving average)"),
@@ -340,7 +341,9 @@ def translate(
     An image that cannot be read or is too large is skipped and reported (exit status 1); the others
     are translated. Outputs are written as new files and renamed into place.
     """
-    from .translate import Translator, check_options, default_out, find_model, make_steady
+    from .models import find_model
+    from .tiling import budget
+    from .translate import Translator, check_options, default_out, make_steady
     from .video import is_video, output_paths, translate_video
 
     # oneDNN and ideep keep a compiled kernel per layer and input shape, up to 1,024 each: over a folder of many
@@ -357,15 +360,16 @@ def translate(
     tr = Translator.open(path, device=device, verify=not no_verify, precision=precision, compile=compile_net)
     err.print(escape(fitted(err, f"Model: {path}", f"({how}; {', '.join(tr.domains)})")), soft_wrap=True)
     make_steady(tr, steady, to, source, tile, samples)  # refuses what cannot go with --steady before anything runs
+    limits = budget(max_memory, tr.family.device, tile)  # parsed once, for every video and image of the run
     out_dir = out_dir if out_dir is not None or not videos else default_out(to)
     targets = output_paths(videos, out_dir, overwrite) if videos else []
     for video, target in zip(videos, targets):
-        n = translate_video(tr, video, to, target, source, batch_size, size, seed, steady, tile, max_memory)
+        n = translate_video(tr, video, to, target, source, batch_size, size, seed, steady, max_memory=limits)
         out.print(f"Wrote {target} ({n} frames)")
     if not images:
         return
     report = tr.translate_folder(images, to, out_dir, source, batch_size, size, samples, seed, overwrite, not quiet,
-                                 max_pixels, tile=tile, max_memory=max_memory, steady=steady)
+                                 max_pixels, max_memory=limits, steady=steady)
     out.print(f"Wrote {len(report.written)} image(s) to {report.out}/")
     if report.failed:
         fail(f"{len(report.failed)} file(s) skipped (reasons above): " + ", ".join(str(p) for p, _ in report.failed), 1)
@@ -428,7 +432,7 @@ def info(model: Optional[str] = typer.Argument(None, help="model file or run fol
     classifier file."""
     from . import store
     from .families import describe_file
-    from .translate import find_model
+    from .models import find_model
 
     path = Path(model) if model and Path(model).is_file() else (find_model(model, None) if model else _shipped_or_newest())[0]
     meta, status = describe_file(path)  # a file that is not intact or whose metadata lies is an error, not a table
@@ -468,7 +472,7 @@ def info(model: Optional[str] = typer.Argument(None, help="model file or run fol
 
 
 def _shipped_or_newest():
-    from .translate import find_model, shipped_models
+    from .models import find_model, shipped_models
 
     shipped = shipped_models()
     return (shipped[0], "shipped") if shipped else find_model(None, None)
@@ -556,7 +560,8 @@ def serve(
     Nothing is written to disk. Ctrl-C stops it.
     """
     from .serve import serve as run_server
-    from .translate import Translator, find_model
+    from .models import find_model
+    from .translate import Translator
 
     path, _ = find_model(model, None) if model else _shipped_or_newest()
     run_server(Translator.open(path, device=device, verify=not no_verify), host, port, max_upload_mb,

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 from .errors import ImxlateError
 
-# Images with more pixels than this (width x height) are skipped unless --max-pixels says otherwise.
+# The largest image `imxlate serve` takes and `eval` reads (width x height); `translate` has no such cap (it
+# tiles what its memory budget allows) unless --max-pixels sets one.
 MAX_PIXELS = 4096 * 4096
 # A preset fills options the user left out. Sizes and widths are upper bounds: a family whose own default is
 # smaller keeps it, and ngf/ndf apply to the families that have them. Quick: a first result in minutes on a

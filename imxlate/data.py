@@ -4,7 +4,7 @@ from __future__ import annotations
 import glob
 import os
 import sys
-import warnings
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,10 +16,13 @@ from .errors import ImxlateError, missing_path_message
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "none")
-# The largest image translated in one piece (width x height, after --size): 4096 x 4096. Memory grows with
-# the pixels (a 64-filter network holds several 64-channel float copies of the image), so larger ones
-# are refused rather than run out of memory; translate's --max-pixels raises it.
-MAX_PIXELS = 4096 * 4096
+# The guard against decompression bombs (tiny files that decode to huge images), when no --max-pixels is given:
+# more pixels than Pillow's own limit (Image.MAX_IMAGE_PIXELS, 89.5 MP) AND more than this many per byte of the
+# file. An 8-bit image, even a flat one, compresses to at most about 800 pixels a byte (RGB about 310); a bomb
+# of 1-bit pixels reaches 8,000.
+BOMB_PIXELS = 89_478_485
+BOMB_PIXELS_PER_BYTE = 1024
+_PIL_LIMIT = threading.Lock()  # Pillow's own check is lifted while an image is opened: too_large's applies
 
 
 def is_image(path: Path) -> bool:
@@ -95,25 +98,38 @@ def _to_8bit(img: Image.Image, path: str | Path) -> Image.Image:
     return Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), "L")
 
 
-def too_large(width: int, height: int, max_pixels: int | None) -> str | None:
-    """Why an image of this size is refused (more pixels than `max_pixels`), or None."""
-    if max_pixels is None or width * height <= max_pixels:
+def too_large(width: int, height: int, max_pixels: int | None, file_bytes: int | None = None) -> str | None:
+    """Why an image of this size is refused, or None: more pixels than `max_pixels` when that is given; else
+    a decompression bomb, more pixels than BOMB_PIXELS and than BOMB_PIXELS_PER_BYTE per byte of its file."""
+    pixels = width * height
+    size = f"{width}x{height} pixels ({pixels / 1e6:.1f} MP)"
+    if max_pixels is not None:
+        if pixels <= max_pixels:
+            return None
+        return f"{size} is more than the limit of {max_pixels} pixels; shrink it with --size N or raise --max-pixels"
+    if file_bytes is None or pixels <= max(BOMB_PIXELS, BOMB_PIXELS_PER_BYTE * file_bytes):
         return None
-    return (f"{width}x{height} pixels ({width * height / 1e6:.1f} MP) is more than the limit of {max_pixels} "
-            "pixels; shrink it with --size N, or raise --max-pixels if there is memory for it")
+    return (f"{size} from a file of {file_bytes / 1024:.0f} KB is more than the limit against decompression "
+            f"bombs ({BOMB_PIXELS / 1e6:.1f} MP, or {BOMB_PIXELS_PER_BYTE} pixels per byte of file); if it is a "
+            f"real image, pass --max-pixels {pixels}")
 
 
-def load_image(path: str | Path, max_pixels: int | None = None) -> tuple[Image.Image, Image.Image | None]:
+def load_image(path: str | Path, max_pixels: int | None = None,
+               check=None) -> tuple[Image.Image, Image.Image | None]:
     """Decode any image file to (RGB image, alpha channel or None), EXIF orientation applied.
 
-    An image of more than `max_pixels` pixels is refused from its header, before it is decoded.
+    Refused from its header, before it is decoded: an image that too_large refuses (more than `max_pixels`
+    pixels, or without it a decompression bomb), and one for which `check(width, height)` gives a reason.
     """
-    with warnings.catch_warnings():
-        if max_pixels is not None and max_pixels <= (Image.MAX_IMAGE_PIXELS or max_pixels):
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own, lower limit applies
-        img = Image.open(path)
+    with _PIL_LIMIT:
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            img = Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
     with img:
-        refused = too_large(*img.size, max_pixels)
+        file_bytes = os.path.getsize(path) if isinstance(path, (str, os.PathLike)) else None
+        refused = too_large(*img.size, max_pixels, file_bytes) or (check(*img.size) if check else None)
         if refused:
             raise ImxlateError(refused)
         img = ImageOps.exif_transpose(img)

@@ -10,8 +10,8 @@ from typing import Sequence
 
 from . import metrics, store
 from .paired import match_by_name, paired_scores
-from .data import MAX_PIXELS, find_test_folder, list_images, load_image, load_rgb, to_image, to_tensor
-from .config import check_at_least
+from .data import find_test_folder, list_images, load_image, load_rgb, to_image, to_tensor
+from .config import MAX_PIXELS, check_at_least
 from .errors import ImxlateError, missing_path_message
 
 
@@ -61,7 +61,7 @@ def evaluate(metric_names: Sequence[str] = (), *, real=None, fake=None, model: s
         store.prepare_folder(Path(save_stats).parent, "--save-stats folder", create=False)
     pairs = match_by_name(fake if saved_images else source, paired_target) if paired_target else None
     if not saved_images:
-        from .translate import find_model
+        from .models import find_model
 
         path, how = find_model(model, to)
     if real and fake:

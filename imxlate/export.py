@@ -20,8 +20,10 @@ import torch
 import torch.nn as nn
 
 from . import store
-from .families import load_model
 from .errors import ImxlateError, from_os_error
+from .families import load_model
+from .models import find_model
+from .tiling import pad_to_multiple  # translate's own padding, so exported outputs agree exactly
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 CONVENTION = ("input: float32 RGB (batch, 3, height, width) in [0, 1]; "
@@ -38,8 +40,6 @@ class ExportedTranslator(nn.Module):
         self.nets = nn.ModuleDict({name: family.nets[name] for name in family.keep}).to(dtype)
 
     def forward(self, x):
-        from .translate import pad_to_multiple  # the padding of imxlate's own translate, so outputs agree exactly
-
         h, w = x.shape[-2], x.shape[-1]
         x, (top, left) = pad_to_multiple(x.to(self.dtype) * 2 - 1, self.family.size_multiple)
         y = self.family.translate(x, self.target, self.src)
@@ -68,8 +68,6 @@ def export_model(model: str | Path, to: str, out: str | Path | None = None, fmt:
                  verify: bool = True) -> Path:
     """Write the direction into domain `to` of model file (or run folder) `model` as ONNX or
     TorchScript (`fmt`) -> the path written. See the module docstring for the graph's inputs and outputs."""
-    from .translate import find_model
-
     if fmt not in FORMATS:
         raise ImxlateError(f"--format {fmt}: choose {' or '.join(FORMATS)}")
     if fmt == "onnx" and importlib.util.find_spec("onnxscript") is None:

@@ -36,7 +36,8 @@ from urllib.parse import parse_qs, urlsplit
 import torch
 from PIL import Image, ImageOps
 
-from .data import MAX_PIXELS, too_large
+from .config import MAX_PIXELS
+from .data import too_large
 from .errors import ImxlateError
 
 MAX_UPLOAD_MB = 20.0

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import store
+from . import store, tiling
 from .data import to_image, to_tensor
 from .errors import ImxlateError, from_os_error, missing_path_message
 
@@ -65,6 +65,7 @@ def translate_video(tr, path: str | Path, to: str, out: str | Path, src: str | N
 
     `steady`: 'first' or 'running' (imxlate.steady): frames share normalisation statistics (less flicker).
     `batch_size`: frames translated together (default: translate.default_batch_size of the device).
+    `tile`, `max_memory` (or a tiling.Budget parsed once for a run): as Translator.translate_tensor.
     """
     from .translate import default_batch_size, make_steady
 
@@ -72,81 +73,103 @@ def translate_video(tr, path: str | Path, to: str, out: str | Path, src: str | N
     path, out = Path(path), Path(out)
     if not path.is_file():
         raise ImxlateError(missing_path_message(path) if os.path.lexists(path) else f"{path} does not exist")
-    shared = make_steady(tr, steady, to, src, tile)
-    batch_size = batch_size or default_batch_size(tr.family.device)
+    limits = tiling.budget(max_memory, tr.family.device, tile)
+    tr.check_translation(to, src, limits)
+    shared = make_steady(tr, steady, to, src, limits.tile)
     g = torch.Generator(tr.family.device).manual_seed(seed) if seed is not None else None
+    frames = _Frames(tr, to, src, g, limits, shared, batch_size or default_batch_size(tr.family.device), size)
     try:
         inp = av.open(str(path))
     except av.error.FFmpegError as e:
         raise ImxlateError(f"cannot read video {path}: {_why(e)}; give a video file (mp4, mov, mkv, ...)") from None
     except OSError as e:
         raise from_os_error(e, f"reading {path}") from None
-    count = 0
     try:
         if not inp.streams.video:
             raise ImxlateError(f"{path} has no video stream")
-        vin = inp.streams.video[0]
-        rate = vin.average_rate or vin.guessed_rate or Fraction(25)
-        audio = list(inp.streams.audio)
         out.parent.mkdir(parents=True, exist_ok=True)
         with store.atomic_path(out) as tmp:
             with av.open(tmp, "w", format=CONTAINERS.get(out.suffix.lower(), "mp4")) as dst:
-                w, h = vin.codec_context.width, vin.codec_context.height
-                if size:
-                    w, h = _resized(w, h, size)
-                vout = _video_stream(dst, rate, w, h)  # streams are all added before the first packet
-                try:
-                    aout = {a: dst.add_stream_from_template(a) if hasattr(dst, "add_stream_from_template")
-                            else dst.add_stream(template=a) for a in audio}
-                except (ValueError, av.error.FFmpegError) as e:
-                    raise ImxlateError(f"cannot copy the audio of {path} into {out.suffix}: {_why(e)}") from None
-                batch: list[np.ndarray] = []
-
-                def flush():
-                    nonlocal count
-                    x = torch.stack([to_tensor(Image.fromarray(a)) for a in batch])
-                    y = tr.translate_tensor(x, to, src, g, tile, max_memory, shared)
-                    for img in y:
-                        arr = np.asarray(to_image(img))
-                        frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
-                        frame.pts = count
-                        for packet in vout.encode(frame):
-                            dst.mux(packet)
-                        count += 1
-                    batch.clear()
-
-                for packet in inp.demux(vin, *audio):
-                    if packet.stream in aout:
-                        if packet.dts is not None:
-                            packet.stream = aout[packet.stream]
-                            dst.mux(packet)
-                        continue
-                    for frame in packet.decode():
-                        img = frame.to_image()
-                        if size:
-                            img = img.resize(_resized(img.width, img.height, size), Image.BICUBIC)
-                        batch.append(np.asarray(img))
-                        if len(batch) >= batch_size:
-                            flush()
-                if batch:
-                    flush()
-                if count == 0:
-                    raise ImxlateError(f"{path} has no frames")
-                for packet in vout.encode():
-                    dst.mux(packet)
+                _transcode(inp, dst, frames, path, out)
     except av.error.FFmpegError as e:
-        raise ImxlateError(f"translating video {path} failed after {count} frame(s): {_why(e)}") from None
+        raise ImxlateError(f"translating video {path} failed after {frames.count} frame(s): {_why(e)}") from None
     except OSError as e:
         raise from_os_error(e, f"writing {out}") from None
     finally:
         inp.close()
-    return count
+    return frames.count
 
 
-def _resized(width: int, height: int, size: int) -> tuple[int, int]:
-    """The frame size with the short side scaled to `size` (as --size does for images)."""
-    s = size / min(width, height)
-    return max(1, round(width * s)), max(1, round(height * s))
+def _transcode(inp, dst, frames: "_Frames", path: Path, out: Path) -> None:
+    """Every frame of the video `inp` translated into `dst`, its audio packets copied as they are."""
+    import av
+
+    vin = inp.streams.video[0]
+    audio = list(inp.streams.audio)
+    frames.start(dst, vin.average_rate or vin.guessed_rate or Fraction(25), vin.codec_context.width,
+                 vin.codec_context.height, path)  # the video stream first: all are added before the first packet
+    try:
+        aout = {a: dst.add_stream_from_template(a) if hasattr(dst, "add_stream_from_template")
+                else dst.add_stream(template=a) for a in audio}
+    except (ValueError, av.error.FFmpegError) as e:
+        raise ImxlateError(f"cannot copy the audio of {path} into {out.suffix}: {_why(e)}") from None
+    for packet in inp.demux(vin, *audio):
+        if packet.stream in aout:
+            if packet.dts is not None:
+                packet.stream = aout[packet.stream]
+                dst.mux(packet)
+            continue
+        for frame in packet.decode():
+            frames.add(frame.to_image())
+    frames.finish(path)
+
+
+class _Frames:
+    """Frames translated in batches (resized first with `size`) and encoded into a video stream, in order."""
+
+    def __init__(self, tr, to: str, src: str | None, generator, limits: tiling.Budget, steady, batch_size: int,
+                 size: int | None):
+        self.tr, self.to, self.src, self.generator, self.limits, self.steady = tr, to, src, generator, limits, steady
+        self.batch_size, self.size = batch_size, size
+        self.batch: list[np.ndarray] = []
+        self.count, self.dst, self.vout = 0, None, None
+
+    def start(self, dst, rate: Fraction, width: int, height: int, path: Path) -> None:
+        """Add the output video stream, after checking the frame size (after --size) against the budget."""
+        w, h = tiling.sized(width, height, self.size)
+        refused = tiling.check_fits(w, h, self.limits, self.tr.family.device)  # before any frame is resized
+        if refused:
+            raise ImxlateError(f"{path}: frames of {refused}")
+        self.dst, self.vout = dst, _video_stream(dst, rate, w, h)
+
+    def add(self, img: Image.Image) -> None:
+        if self.size:
+            img = img.resize(tiling.sized(img.width, img.height, self.size), Image.BICUBIC)
+        self.batch.append(np.asarray(img))
+        if len(self.batch) >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        import av
+
+        x = torch.stack([to_tensor(Image.fromarray(a)) for a in self.batch])
+        y = self.tr.translate_tensor(x, self.to, self.src, self.generator, None, self.limits, self.steady)
+        for img in y:
+            frame = av.VideoFrame.from_ndarray(np.asarray(to_image(img)), format="rgb24")
+            frame.pts = self.count
+            for packet in self.vout.encode(frame):
+                self.dst.mux(packet)
+            self.count += 1
+        self.batch.clear()
+
+    def finish(self, path: Path) -> None:
+        """Translate the frames left and flush the encoder."""
+        if self.batch:
+            self.flush()
+        if self.count == 0:
+            raise ImxlateError(f"{path} has no frames")
+        for packet in self.vout.encode():
+            self.dst.mux(packet)
 
 
 def _video_stream(dst, rate: Fraction, width: int, height: int):

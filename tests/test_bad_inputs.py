@@ -239,7 +239,7 @@ CASES = {
         lambda w: ((w / "input" / "text.png").write_text("hello"), (w / "input" / "zero.jpg").write_bytes(b""),
                    (w / "input" / "big.png").write_bytes(png_declaring(12000, 12000)),
                    (w / "input" / "dir.png").mkdir(), translate())[-1], 1, "3 file(s) skipped"),
-    "input-folder-and-size-too-large": (lambda w: translate("--size", "5000"), 1, "3 file(s) skipped"),
+    "input-folder-and-size-too-large": (lambda w: translate("--size", "200000"), 1, "3 file(s) skipped"),
     # -- translate --out
     "out-in-proc": (lambda w: translate(out="/proc/imxlate-x"), 2, "/proc/imxlate-x"),
     "out-is-a-file": (lambda w: ((w / "taken").write_text("x"), translate(out="taken"))[-1],
@@ -485,7 +485,7 @@ def test_nan_and_infinite_pixels_are_replaced_and_said(tmp_path, capsys):
 
 
 def test_a_float_tiff_translates_through_the_cli(tmp_path, monkeypatch):
-    from imxlate.translate import shipped_models
+    from imxlate.models import shipped_models
 
     monkeypatch.chdir(tmp_path)
     model = next(p for p in shipped_models() if "emoji" in p.name)

@@ -19,7 +19,7 @@ from imxlate import store
 from imxlate.cli import app
 from imxlate.errors import ImxlateError
 from imxlate.families import build_family
-from imxlate.translate import shipped_models
+from imxlate.models import shipped_models
 
 from conftest import write_images
 

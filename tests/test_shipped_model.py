@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 import imxlate
-from imxlate.translate import shipped_models
+from imxlate.models import shipped_models
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "emoji"

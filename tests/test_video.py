@@ -88,7 +88,12 @@ def test_steady_on_a_folder_of_frames_keeps_their_names(tmp_path, model):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"frame_{i:04d}.png" for i in range(1, 5)]
 
 
-@pytest.mark.parametrize("case", ["missing", "not-a-video", "steady-mode", "steady-tile"])
+BAD_OPTIONS = {"steady-mode": ["--steady", "sometimes"], "steady-tile": ["--steady", "first", "--tile", "16"],
+               # frames of 2 x 10^10 pixels: refused from the stream's header, before any frame is resized
+               "size-over-budget": ["--size", "200000", "--max-memory", "4GB"]}
+
+
+@pytest.mark.parametrize("case", ["missing", "not-a-video", *BAD_OPTIONS])
 def test_bad_videos_and_options_are_one_error_line(tmp_path, model, case):
     clip = tmp_path / "clip.mp4"
     extra = []
@@ -96,7 +101,7 @@ def test_bad_videos_and_options_are_one_error_line(tmp_path, model, case):
         clip.write_bytes(b"this is not a video" * 10)
     elif case != "missing":
         still_clip(clip, n=2)
-        extra = ["--steady", "sometimes"] if case == "steady-mode" else ["--steady", "first", "--tile", "16"]
+        extra = BAD_OPTIONS[case]
     r = cli("translate", clip, "--to", "zebra", "--model", model, "--out", tmp_path / "out", *extra, ok=False)
     assert r.exit_code == 2, r.output
     lines = r.output.strip().splitlines()
