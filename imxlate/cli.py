@@ -270,6 +270,8 @@ def family_help(name: str) -> TyperCommand:
                 "  imxlate train --domains photos vangogh --preset quick\n\n"
                 "  imxlate train --data horse2zebra --domains horse zebra --epochs 100 --epochs-decay 100\n\n"
                 "  imxlate train --domains a b --family cut --steps 2000 --crop-size 64 --ngf 16 --ndf 16\n\n"
+                "  imxlate train --domains sans script --generator unet --warp affine   (where the target draws "
+                "shapes differently: slant, proportions)\n\n"
                 "  imxlate train --resume runs/photos2vangogh\n\n"
                 "  torchrun --nproc_per_node 4 -m imxlate train --domains photos vangogh\n\n")
 @user_errors
