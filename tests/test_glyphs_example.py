@@ -69,9 +69,12 @@ def test_budget_times_each_family_once():
         sys.path.pop(0)
     assert {m: benchmark.timed_as(m) for m in benchmark.METHODS} == {
         "CycleGAN": "CycleGAN", "CUT": "CUT", "FastCUT": "FastCUT", "CycleGAN-EMA": "CycleGAN",
-        "U-GAT-IT": "U-GAT-IT", "U-GAT-IT-light": "U-GAT-IT-light", "CycleGAN-Deform": "CycleGAN-Deform"}
+        "U-GAT-IT": "U-GAT-IT", "U-GAT-IT-light": "U-GAT-IT-light", "CycleGAN-Deform": "CycleGAN-Deform",
+        "CycleGAN-Affine": "CycleGAN-Affine", "CycleGAN-UNet": "CycleGAN-UNet",
+        "CycleGAN-Affine-UNet": "CycleGAN-Affine-UNet"}
     times = benchmark.seconds_per_step(32, repeats=1, steps=1)
-    assert set(times) == {"CycleGAN", "CUT", "FastCUT", "U-GAT-IT", "U-GAT-IT-light", "CycleGAN-Deform"}
+    assert set(times) == {"CycleGAN", "CUT", "FastCUT", "U-GAT-IT", "U-GAT-IT-light", "CycleGAN-Deform",
+                          "CycleGAN-Affine", "CycleGAN-UNet", "CycleGAN-Affine-UNet"}
     assert all(t > 0 for t in times.values())
 
 
@@ -127,3 +130,5 @@ def test_benchmark_trains_scores_and_chooses_on_validation(latin, tmp_path):
     assert only.returncode == 0, only.stdout + only.stderr
     assert sorted(f.name for f in (tmp_path / "results").glob("latin-*seed1*.json")) == ["latin-cyclegan-ema-seed1-2.json"]
     assert "CycleGAN (1 of 2 seeds)" in only.stdout and "| CycleGAN-EMA |" in only.stdout
+    # the choice is among the methods with every seed, and says which still wait
+    assert "chosen: **CycleGAN-EMA** (among the methods with every seed; not yet: CycleGAN, CUT, FastCUT)" in only.stdout

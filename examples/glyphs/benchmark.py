@@ -348,17 +348,20 @@ def draw_grid(rows: list[tuple[str, list[Image.Image]]], path: Path, scale: int 
 
 
 def choose(pairs: list[str], choice: dict, methods: list[str]) -> str:
-    """The validation choice over `pairs` (one kind: easy or shape) among `methods`, once each has every seed on
-    each pair, as a line ('' without pairs)."""
+    """The validation choice over `pairs` (one kind: easy or shape) among the `methods` that have every seed on
+    each pair, naming those still waiting for seeds, as a line ('' without pairs)."""
     if not pairs:
         return ""
-    if not all(m in choice.get(p, {}) for m in methods for p in pairs):
+    done = [m for m in methods if all(m in choice.get(p, {}) for p in pairs)]
+    waiting = [m for m in methods if m not in done]
+    if not done:
         return f"Not chosen yet on {', '.join(pairs)}: a choice waits for every method's seeds on every pair."
-    means = {m: statistics.mean(choice[p][m] for p in pairs) for m in methods}
+    means = {m: statistics.mean(choice[p][m] for p in pairs) for m in done}
     content = " and ".join(sorted({{"top1": "top-1", "shape": "shape retrieval"}[content_of(p)] for p in pairs}))
     return (f"Validation score on {', '.join(pairs)}, the mean relative gain over the input itself on L1, SSIM and "
             f"{content} (over pairs, directions and seeds; above 0 beats the input): "
-            + ", ".join(f"{m} {v:.3f}" for m, v in means.items()) + f"; chosen: **{max(means, key=means.get)}**.")
+            + ", ".join(f"{m} {v:.3f}" for m, v in means.items()) + f"; chosen: **{max(means, key=means.get)}**"
+            + (f" (among the methods with every seed; not yet: {', '.join(waiting)})." if waiting else "."))
 
 
 # ---- main --------------------------------------------------------------------------------------------
