@@ -113,6 +113,11 @@ def options(version: bool = typer.Option(False, "--version", callback=show_versi
     """The options before a command (--version); the page's help is the app's (typer.Typer above)."""
 
 
+# Where translate, eval, info and serve find a model when none is given (imxlate.models.find_model).
+DEFAULT_MODEL = ("the newest finished run under ./runs (knowing --to, where given), else the newest unfinished one, "
+                 "then a shipped model")
+
+
 # Status 130 (128 + SIGINT) for a command stopped by Ctrl-C, SIGTERM or SIGHUP, as shells report an interrupt.
 INTERRUPTED = 130
 
@@ -306,17 +311,19 @@ def translate(
     inputs: List[str] = typer.Argument(..., help="image files, folders (recursive), globs and video files "
                                        "(mp4, mov, mkv, ...; needs pip install 'imxlate[video]')"),
     to: str = typer.Option(..., "--to", help="target domain"),
-    model: Optional[str] = typer.Option(None, help="model file or run folder (default: newest in ./runs knowing --to, "
-                                                   "then the shipped models)"),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="output folder (default: a new folder named after --to)"),
+    model: Optional[str] = typer.Option(None, help="model file or run folder (default: " + DEFAULT_MODEL + ")"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="output folder (default: <to>-translated/; an existing "
+                                           "file there is replaced only with --overwrite)"),
+    ext: Optional[str] = typer.Option(None, "--ext", help="write every image in this format: png | jpg | webp | "
+                                      "tiff | bmp (default: each input's own; alpha and other formats give png)"),
     source: Optional[str] = typer.Option(None, "--from", help="source domain (models with more than two domains)"),
     batch_size: Optional[int] = typer.Option(None, help="images of equal size translated together (default: 8 on "
                                              "a GPU; 1 on the CPU, where batches cost time per image)"),
     size: Optional[int] = typer.Option(None, help="resize the short side to this first"),
-    samples: int = typer.Option(1, help="variants per input (stochastic families): name_0.png, name_1.png, ..."),
+    samples: int = typer.Option(1, help="variants per input (stochastic families): name_0.jpg, name_1.jpg, ... for name.jpg"),
     seed: Optional[int] = typer.Option(None, help="seed for stochastic families (repeatable outputs)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace existing files in --out (never inputs; "
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace existing files in the output folder (never inputs; "
                                    "a link there is replaced, never written through)"),
     max_pixels: Optional[int] = typer.Option(None, help="skip images with more pixels than this (width x height, "
                                              "after --size; default: no cap, images are tiled to fit --max-memory, "
@@ -337,15 +344,16 @@ def translate(
                                      "many images of one size; compiling takes a while)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ):
-    """Translate images or videos into domain --to; outputs keep each input's size and alpha, videos
-    their frame rate and audio.
+    """Translate images or videos into domain --to; outputs keep each input's name, format, size and alpha,
+    videos their frame rate and audio.
 
     An image that cannot be read or is too large is skipped and reported (exit status 1); the others
-    are translated. Outputs are written as new files and renamed into place.
+    are translated. Outputs are written as new files and renamed into place; an existing one is refused
+    unless --overwrite.
     """
     from .models import find_model
     from .tiling import budget
-    from .translate import Translator, check_options, default_out, make_steady
+    from .translate import Translator, check_ext, check_options, default_out, make_steady
     from .video import is_video, output_paths, translate_video
 
     # oneDNN and ideep keep a compiled kernel per layer and input shape, up to 1,024 each: over a folder of many
@@ -354,13 +362,14 @@ def translate(
     for name in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):
         os.environ.setdefault(name, "128")
     check_options(batch_size, size, samples, seed, max_pixels)
+    check_ext(ext)
     videos = [Path(i) for i in inputs if is_video(i) and not Path(i).is_dir()]
     images = [i for i in inputs if not (is_video(i) and not Path(i).is_dir())]
     if videos and samples > 1:
         fail("--samples works on images; a video is translated once")
     path, how = find_model(model, to)
     tr = Translator.open(path, device=device, verify=not no_verify, precision=precision, compile=compile_net)
-    err.print(escape(fitted(err, f"Model: {path}", f"({how}; {', '.join(tr.domains)})")), soft_wrap=True)
+    say_model(path, how, tr.domains)
     make_steady(tr, steady, to, source, tile, samples)  # refuses what cannot go with --steady before anything runs
     limits = budget(max_memory, tr.family.device, tile)  # parsed once, for every video and image of the run
     out_dir = out_dir if out_dir is not None or not videos else default_out(to)
@@ -371,7 +380,7 @@ def translate(
     if not images:
         return
     report = tr.translate_folder(images, to, out_dir, source, batch_size, size, samples, seed, overwrite, not quiet,
-                                 max_pixels, max_memory=limits, steady=steady)
+                                 max_pixels, max_memory=limits, steady=steady, ext=ext)
     out.print(f"Wrote {len(report.written)} image(s) to {report.out}/")
     if report.failed:
         fail(f"{len(report.failed)} file(s) skipped (reasons above): " + ", ".join(str(p) for p, _ in report.failed), 1)
@@ -389,7 +398,7 @@ def evaluate(
     inception_score: bool = typer.Option(False, "--is", help="Inception Score of the translated images"),
     real: Optional[str] = typer.Option(None, help="real images: a folder or a statistics .npz"),
     fake: Optional[str] = typer.Option(None, help="generated images: a folder"),
-    model: Optional[str] = typer.Option(None, help="model file or run folder (default: newest in ./runs)"),
+    model: Optional[str] = typer.Option(None, help="model file or run folder (default: " + DEFAULT_MODEL + ")"),
     source: Optional[Path] = typer.Option(None, help="images to translate (with --model)"),
     target: Optional[str] = typer.Option(None, help="real images of the target domain (with --model)"),
     to: Optional[str] = typer.Option(None, "--to", help="target domain (with --source)"),
@@ -410,8 +419,9 @@ def evaluate(
 ):
     """Score translations: FID / KID / IS against real images, label preservation, paired metrics.
 
-    With no paths it evaluates the newest model in ./runs on the data it was trained on (held-out
-    split when there is one) in every direction the model has. Options are checked before any
+    With no paths it evaluates the default model (the newest finished run in ./runs, as translate
+    chooses) on the data it was trained on (held-out split when there is one) in every direction the
+    model has. Options are checked before any
     network is loaded or any image translated.
     """
     from .evaluate import evaluate as run_evaluation
@@ -428,7 +438,7 @@ def evaluate(
 
 @command(epilog="Examples:\n\n  imxlate info runs/photos2vangogh/model.safetensors\n\n  imxlate info")
 @user_errors
-def info(model: Optional[str] = typer.Argument(None, help="model file or run folder (default: the shipped model)"),
+def info(model: Optional[str] = typer.Argument(None, help="model file or run folder (default: " + DEFAULT_MODEL + ")"),
          as_json: bool = typer.Option(False, "--json", help="print the metadata as JSON")):
     """Describe a model file (family, domains, directions, architecture, sizes, training), a checkpoint or a
     classifier file."""
@@ -436,8 +446,10 @@ def info(model: Optional[str] = typer.Argument(None, help="model file or run fol
     from .families import describe_file
     from .models import find_model
 
-    path = Path(model) if model and Path(model).is_file() else (find_model(model, None) if model else _shipped_or_newest())[0]
+    path, how = find_model(model)
     meta, status = describe_file(path)  # a file that is not intact or whose metadata lies is an error, not a table
+    if how != "given":
+        say_model(path, how, meta["domains"])
     integrity = ("intact (its recorded digest matches)" if status == "intact"
                  else "no digest recorded (written before imxlate recorded one; not checked)")
     if as_json:
@@ -473,11 +485,9 @@ def info(model: Optional[str] = typer.Argument(None, help="model file or run fol
     out.print(t)
 
 
-def _shipped_or_newest():
-    from .models import find_model, shipped_models
-
-    shipped = shipped_models()
-    return (shipped[0], "shipped") if shipped else find_model(None, None)
+def say_model(path: Path, how: str, domains: list[str]) -> None:
+    """The one line (on stderr) that says which model a command uses, why, and the domains it knows."""
+    err.print(escape(fitted(err, f"Model: {path}", f"({how}; {', '.join(domains)})")), soft_wrap=True)
 
 
 @command(epilog="Example:\n\n  imxlate runs")
@@ -507,7 +517,7 @@ def _run_facts(run: Path) -> list[str]:
     'saved 2024-05-01 12:00;', 'model file;', 'report.html' (or what is missing)."""
     import datetime
 
-    from . import store
+    from .models import checkpoint_state
     from .report import REPORT
     from .store import CHECKPOINT, MODEL
 
@@ -518,10 +528,7 @@ def _run_facts(run: Path) -> list[str]:
         return ["no checkpoint (stopped before its first save);", *outputs]
     when = datetime.datetime.fromtimestamp(ckpt.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
     try:
-        meta = store.read_metadata(ckpt)
-        if meta["format"] != store.CHECKPOINT_FORMAT:
-            raise ImxlateError("not a checkpoint")
-        state = meta["state"]
+        state = checkpoint_state(ckpt)
         about = [f"{state['family']}: {', '.join(state['domains'])};", f"step {state['step']} of {state['stop']};"]
     except (ImxlateError, KeyError, TypeError):
         about = ["unreadable checkpoint;"]
@@ -546,8 +553,7 @@ def report(run: Path = typer.Argument(..., help="the run folder")):
 @command(epilog="Examples:\n\n  imxlate serve runs/photos2vangogh\n\n  imxlate serve model.safetensors --port 0")
 @user_errors
 def serve(
-    model: Optional[str] = typer.Argument(None, help="model file or run folder (default: the shipped model, "
-                                                     "else the newest in ./runs)"),
+    model: Optional[str] = typer.Argument(None, help="model file or run folder (default: " + DEFAULT_MODEL + ")"),
     host: str = typer.Option("127.0.0.1", help="address to listen on (another than 127.0.0.1 lets other "
                                                "machines use the page)"),
     port: int = typer.Option(8000, help="port to listen on; 0 picks a free one"),
@@ -565,9 +571,11 @@ def serve(
     from .models import find_model
     from .translate import Translator
 
-    path, _ = find_model(model, None) if model else _shipped_or_newest()
-    run_server(Translator.open(path, device=device, verify=not no_verify), host, port, max_upload_mb,
-               say=lambda msg: out.print(msg, soft_wrap=True), threads=threads)
+    path, how = find_model(model)
+    tr = Translator.open(path, device=device, verify=not no_verify)
+    if how != "given":
+        say_model(path, how, tr.domains)
+    run_server(tr, host, port, max_upload_mb, say=lambda msg: out.print(msg, soft_wrap=True), threads=threads)
 
 
 @command("train-classifier", epilog="Example:\n\n  imxlate train-classifier digits/train/printed --out digits_printed.safetensors")

@@ -216,8 +216,11 @@ class Translator:
                          batch_size: int | None = None, size: int | None = None, samples: int = 1,
                          seed: int | None = None, overwrite: bool = False, progress: bool = True,
                          max_pixels: int | None = None, tile: int | None = None, max_memory=None,
-                         steady: str | None = None) -> "Report":
+                         steady: str | None = None, ext: str | None = None) -> "Report":
         """Translate files, folders (recursive, mirrored) and globs into `out` -> a Report.
+
+        `out` defaults to default_out(to); outputs keep their input's name and format unless `ext` names one
+        (see plan_outputs), and a file already there is refused unless `overwrite`.
 
         An image that cannot be read, does not fit the memory budget or `max_pixels` (after `size`; without
         `max_pixels`, a decompression bomb: data.too_large) or fails to translate is reported in Report.failed
@@ -229,7 +232,7 @@ class Translator:
         name order, and share their normalisation statistics (less flicker).
         """
         return translate_paths(self, inputs, to, out, src, batch_size, size, samples, seed, overwrite, progress,
-                               max_pixels, tile, max_memory, steady)
+                               max_pixels, tile, max_memory, steady, ext)
 
 
 # ---- folders ---------------------------------------------------------------------------------------
@@ -243,11 +246,9 @@ class Report:
 
 
 def default_out(to: str) -> Path:
-    """A new folder in the current directory named after the target domain: <to>-translated, -2, ..."""
-    out, i = Path(f"{to}-translated"), 2
-    while out.exists():
-        out, i = Path(f"{to}-translated-{i}"), i + 1
-    return out
+    """The output folder when none is given: <to>-translated in the current directory, the same on every run
+    (a file already in it is refused unless --overwrite, as in any --out)."""
+    return Path(f"{to}-translated")
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -287,21 +288,61 @@ def check_outputs(plan: list[tuple[Path, list[Path]]], pairs, out: Path, overwri
                                "through links: remove it or choose another --out")
     existing = [o for o in outs if os.path.lexists(o)]
     if existing and not overwrite:
-        raise ImxlateError(f"{len(existing)} output file(s) already exist (e.g. {existing[0]}); "
-                           "choose another --out or pass --overwrite")
+        raise ImxlateError(f"{len(existing)} output file(s) already exist in {out}/ (e.g. {existing[0]}): pass "
+                           "--overwrite to replace them, or choose another --out")
 
 
-def plan_outputs(pairs: list[tuple[Path, Path]], out: Path, samples: int) -> list[tuple[Path, list[Path]]]:
-    """(input, [output per sample]) with outputs as PNG, mirroring relative paths; name clashes get -2, -3."""
+# The formats outputs are written in, by file suffix: Pillow's name, whether it holds an alpha channel, and how it
+# is saved (JPEG and WebP at quality 95, JPEG without chroma subsampling: the translation's colour edges stay).
+FORMATS = {".png": ("PNG", True, {}), ".jpg": ("JPEG", False, {"quality": 95, "subsampling": 0}),
+           ".jpeg": ("JPEG", False, {"quality": 95, "subsampling": 0}), ".webp": ("WEBP", True, {"quality": 95}),
+           ".tif": ("TIFF", True, {}), ".tiff": ("TIFF", True, {}), ".bmp": ("BMP", False, {})}
+
+
+def check_ext(ext: str | None) -> str | None:
+    """--ext as an output suffix ('jpg' or '.JPG' -> '.jpg'), None when not given; an unknown one is refused."""
+    if ext is None:
+        return None
+    suffix = "." + ext.lower().lstrip(".")
+    if suffix not in FORMATS:
+        raise ImxlateError(f"--ext {ext}: choose png, jpg, webp, tiff or bmp")
+    return suffix
+
+
+def _has_alpha(path: Path) -> bool:
+    """Whether an image file holds an alpha channel, from its header (as data.load_image reads it)."""
+    try:
+        with Image.open(path) as img:
+            return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info)
+    except Exception:  # unreadable: reported when it is decoded
+        return False
+
+
+def output_suffix(path: Path, ext: str | None = None) -> str:
+    """The suffix (so the format) of an input's output: `ext` when given, else the input's own (JPEG stays JPEG,
+    PNG stays PNG, ...); PNG for a format imxlate does not write (GIF's palette cannot hold a translation) and
+    for an image with alpha when the format cannot hold it (JPEG, BMP)."""
+    suffix = ext or path.suffix
+    if suffix.lower() not in FORMATS:
+        return ".png"
+    if not FORMATS[suffix.lower()][1] and _has_alpha(path):
+        return ".png"
+    return suffix
+
+
+def plan_outputs(pairs: list[tuple[Path, Path]], out: Path, samples: int,
+                 ext: str | None = None) -> list[tuple[Path, list[Path]]]:
+    """(input, [output per sample]) mirroring relative paths, in the format output_suffix gives (`ext`: a suffix
+    from check_ext); name clashes get -2, -3."""
     taken, plan = set(), []
     for src, rel in pairs:
-        stem = rel.with_suffix("")
+        stem, suffix = rel.with_suffix(""), output_suffix(src, ext)
         names = [f"{stem}_{k}" for k in range(samples)] if samples > 1 else [str(stem)]
         outs = []
         for n in names:
-            cand, i = out / f"{n}.png", 2
+            cand, i = out / f"{n}{suffix}", 2
             while cand in taken:
-                cand, i = out / f"{n}-{i}.png", i + 1
+                cand, i = out / f"{n}-{i}{suffix}", i + 1
             taken.add(cand)
             outs.append(cand)
         plan.append((src, outs))
@@ -310,9 +351,10 @@ def plan_outputs(pairs: list[tuple[Path, Path]], out: Path, samples: int) -> lis
 
 def translate_paths(tr: Translator, inputs, to, out, src, batch_size, size, samples, seed, overwrite, progress,
                     max_pixels: int | None = None, tile: int | None = None, max_memory=None,
-                    steady: str | None = None) -> Report:
+                    steady: str | None = None, ext: str | None = None) -> Report:
     """Translator.translate_folder's work: check everything, plan the outputs, then run the folder."""
     check_options(batch_size, size, samples, seed, max_pixels)
+    ext = check_ext(ext)
     limits = tiling.budget(max_memory, tr.family.device, tile)  # parsed once for the run
     tr.check_translation(to, src, limits)
     shared = make_steady(tr, steady, to, src, limits.tile, samples)
@@ -320,7 +362,7 @@ def translate_paths(tr: Translator, inputs, to, out, src, batch_size, size, samp
     if not pairs:
         raise ImxlateError(f"no images found in {', '.join(map(str, inputs))}")
     out = _output_folder(out, inputs, to)
-    plan = plan_outputs(pairs, out, samples)
+    plan = plan_outputs(pairs, out, samples, ext)
     check_outputs(plan, pairs, out, overwrite)
     store.prepare_folder(out, create=False)  # made when the first output is written
     run = _FolderRun(tr, to, src, Report(out), batch_size or default_batch_size(tr.family.device), size, samples,
@@ -329,7 +371,7 @@ def translate_paths(tr: Translator, inputs, to, out, src, batch_size, size, samp
 
 
 def _output_folder(out, inputs, to: str) -> Path:
-    """--out, or a new folder named after the target domain (refused inside an input folder)."""
+    """--out, or default_out(to) (refused inside an input folder)."""
     if out is None:
         out = default_out(to)
         if any(_inside(out, Path(i)) for i in inputs if Path(i).is_dir()):
@@ -488,12 +530,14 @@ class _FolderRun:
 
 
 def _encode(y: torch.Tensor, alpha, o: Path) -> None:
-    """Write the translated image y (3, H, W) in [-1, 1], with its alpha channel, as a PNG at `o`."""
+    """Write the translated image y (3, H, W) in [-1, 1], with its alpha channel where the format of `o` (by its
+    suffix, one of FORMATS) holds one (plan_outputs sends images with alpha to PNG otherwise)."""
+    fmt, holds_alpha, options = FORMATS[o.suffix.lower()]
     img = to_image(y)
-    if alpha is not None:
+    if alpha is not None and holds_alpha:
         img.putalpha(alpha)
     o.parent.mkdir(parents=True, exist_ok=True)
-    store.write_atomically(o, lambda f: img.save(f, format="PNG"))
+    store.write_atomically(o, lambda f: img.save(f, format=fmt, **options))
 
 
 def make_steady(tr: Translator, steady: str | None, to: str, src: str | None, tile: int | None, samples: int = 1):

@@ -379,8 +379,8 @@ def test_folder_run_skips_bad_images_and_translates_the_rest(w):
     assert result.exit_code == 1
     assert "more than the limit" in result.stderr and "--max-pixels" in result.stderr
     written = sorted(p.name for p in (w / OUT).iterdir())
-    assert written == ["img000.png", "img001.png", "img002.png"]
-    assert Image.open(w / OUT / "img001.png").size == Image.open(w / "input" / "img001.jpg").size
+    assert written == ["img000.png", "img001.jpg", "img002.png"]  # each keeps its input's format
+    assert Image.open(w / OUT / "img001.jpg").size == Image.open(w / "input" / "img001.jpg").size
 
 
 def test_an_image_too_small_for_the_network_is_skipped(w):
@@ -388,7 +388,7 @@ def test_an_image_too_small_for_the_network_is_skipped(w):
     result = run(translate(), w)
     assert result.exit_code == 1
     assert "dot.png" in error_line(result) and "could not translate it at 1x1" in result.stderr
-    assert sorted(p.name for p in (w / OUT).iterdir()) == ["img000.png", "img001.png", "img002.png"]
+    assert sorted(p.name for p in (w / OUT).iterdir()) == ["img000.png", "img001.jpg", "img002.png"]
 
 
 def test_overwrite_replaces_a_link_never_its_target(w):
@@ -417,7 +417,7 @@ def test_full_disk_while_translating_keeps_finished_outputs(w, monkeypatch):
     assert result.exit_code == 2
     line = error_line(result)
     assert "No space left on device" in line and "disk is full" in line and "2 image(s) written" in line
-    assert sorted(p.name for p in (w / OUT).iterdir()) == ["img000.png", "img001.png"]  # no temporary file left
+    assert sorted(p.name for p in (w / OUT).iterdir()) == ["img000.png", "img001.jpg"]  # no temporary file left
     for p in (w / OUT).iterdir():
         Image.open(p).load()  # complete
 
@@ -493,5 +493,5 @@ def test_a_float_tiff_translates_through_the_cli(tmp_path, monkeypatch):
     Image.fromarray(np.outer(ramp, ramp[::-1])).save(tmp_path / "scan.tif")
     result = run(translate(inputs=("scan.tif",), to="noto", model=model), tmp_path)
     assert result.exit_code == 0, result.stderr
-    assert [p.name for p in (tmp_path / OUT).iterdir()] == ["scan.png"]
-    assert Image.open(tmp_path / OUT / "scan.png").size == (48, 48)
+    assert [p.name for p in (tmp_path / OUT).iterdir()] == ["scan.tif"]
+    assert Image.open(tmp_path / OUT / "scan.tif").size == (48, 48)

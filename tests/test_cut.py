@@ -102,7 +102,7 @@ def test_train_resume_translate_export_through_the_cli(two_domains, monkeypatch,
     assert meta["family"] == model and meta["directions"] == ["photos->vangogh"]
     cli("translate", "input", "--to", "vangogh", "--model", model_file, "--out", "out", "--quiet")
     for src in Path("input").iterdir():
-        assert Image.open(Path("out") / (src.stem + ".png")).size == Image.open(src).size
+        assert Image.open(Path("out") / src.name).size == Image.open(src).size
     refused = cli("translate", "input", "--to", "photos", "--model", model_file, "--out", "back", ok=False)
     assert refused.exit_code != 0 and "only translates photos -> vangogh" in refused.output
     assert "Traceback" not in refused.output and not Path("back").exists()

@@ -248,7 +248,7 @@ def test_the_model_file_alone_translates(skewed_model, tmp_path, monkeypatch):
     write_images(Path("input"), 3, sizes=((37, 29), (96, 72), (33, 51)), seed=3)
     cli("translate", "input", "--to", "vangogh", "--model", skewed_model, "--out", "out", "--quiet")
     for src in Path("input").iterdir():
-        assert Image.open(Path("out") / (src.stem + ".png")).size == Image.open(src).size
+        assert Image.open(Path("out") / src.name).size == Image.open(src).size
     tiled = cli("translate", "input", "--to", "vangogh", "--model", skewed_model, "--out", "tiled", "--tile", "32",
                 ok=False)
     # tiling knows the ResNet and U-Net generators' layers only (a warp reads the whole image): a one-line refusal

@@ -54,7 +54,7 @@ def test_train_translate_eval_as_typed(two_domains, tmp_path):
     outputs = sorted(out.iterdir())
     assert len(outputs) == len(inputs) == 4
     for src in inputs:
-        assert Image.open(out / (src.stem + ".png")).size == Image.open(src).size
+        assert Image.open(out / src.name).size == Image.open(src).size  # same name, so same format
     assert all(p.suffix in (".png", ".jpg") and p.name.startswith("img") for p in inputs)  # nothing added to input/
 
     env = {"IMXLATE_INCEPTION_WEIGHTS": str(weights)}

@@ -109,7 +109,7 @@ def test_two_stages_resume_exactly_in_each_and_translate(data, monkeypatch):
             cli("translate", data / "input", "--to", dst, "--model", model, "--out", out, "--samples", 3,
                 "--seed", seed, "--quiet")
         names = sorted(p.name for p in outs[0].iterdir())
-        assert names == [f"img{i:03d}_{k}.png" for i in range(2) for k in range(3)]
+        assert names == [f"img{i:03d}_{k}{ext}" for i, ext in ((0, ".png"), (1, ".jpg")) for k in range(3)]
         pixels = lambda out, name: np.asarray(Image.open(out / name))  # noqa: E731
         assert Image.open(outs[0] / "img000_0.png").size == (37, 29)  # back to the input's size
         for name in names:  # --seed repeats exactly; another seed differs

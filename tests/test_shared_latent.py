@@ -88,7 +88,7 @@ def test_every_constraint_trains_resumes_exactly_loads_and_translates_both_ways(
     for dst in ("a", "b"):
         cli("translate", data / "input", "--to", dst, "--model", data / "part", "--out", data / f"out_{dst}", "--quiet")
         for src in sorted((data / "input").iterdir()):
-            with Image.open(data / f"out_{dst}" / f"{src.stem}.png") as out, Image.open(src) as img:
+            with Image.open(data / f"out_{dst}" / src.name) as out, Image.open(src) as img:
                 assert out.size == img.size
 
 

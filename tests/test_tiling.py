@@ -231,7 +231,7 @@ def test_an_8k_png_and_a_48_mp_jpeg_translate_with_no_option(tmp_path, tiny_mode
     cli("translate", tmp_path / "frame8k.png", tmp_path / "photo48mp.jpg", "--to", "b", "--model", tiny_model,
         "--out", tmp_path / "out", "--quiet")
     assert Image.open(tmp_path / "out" / "frame8k.png").size == (7680, 4320)
-    assert Image.open(tmp_path / "out" / "photo48mp.png").size == (8000, 6000)
+    assert Image.open(tmp_path / "out" / "photo48mp.jpg").size == (8000, 6000)
 
 
 def test_sizes_are_checked_against_the_budget_before_resizing(tmp_path, tiny_model):

@@ -85,7 +85,7 @@ def test_steady_on_a_folder_of_frames_keeps_their_names(tmp_path, model):
     for i, f in enumerate(still_clip(tmp_path / "clip.mp4", n=4)):
         Image.fromarray(f).save(frames / f"frame_{i + 1:04d}.jpg")
     cli("translate", frames, "--to", "zebra", "--model", model, "--out", tmp_path / "out", "--steady", "first")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"frame_{i:04d}.png" for i in range(1, 5)]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"frame_{i:04d}.jpg" for i in range(1, 5)]
 
 
 BAD_OPTIONS = {"steady-mode": ["--steady", "sometimes"], "steady-tile": ["--steady", "first", "--tile", "16"],
