@@ -57,16 +57,18 @@ def nearest(preds: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 def paired_scores(preds: list[Image.Image], targets: list[Image.Image]) -> dict:
     """Mean L1 (0-1 scale), mean SSIM and top-1 retrieval accuracy of predictions against their targets.
 
-    Retrieval: a prediction counts when its own target is the nearest (L1) of all targets.
+    Retrieval: a prediction counts when its own target is the nearest (L1) of all targets (compared at the first
+    target's size when the targets differ in size; L1 and SSIM are always at each target's own size).
     """
     if len(preds) != len(targets) or not preds:
         raise ImxlateError("paired scores need as many predictions as targets, at least one")
-    t = torch.stack([pixels(im) for im in targets])
-    p = torch.stack([pixels(im, targets[i].size) for i, im in enumerate(preds)])
-    l1 = (p - t).abs().flatten(1).mean(1)
-    top1 = (nearest(p, t) == torch.arange(len(p))).double().mean()
-    return {"n": len(preds), "l1": float(l1.mean()), "ssim": float(np.mean([ssim(a, b) for a, b in zip(p, t)])),
-            "top1": float(top1)}
+    t = [pixels(im) for im in targets]
+    p = [pixels(im, targets[i].size) for i, im in enumerate(preds)]
+    l1, ssims = [float((a - b).abs().mean()) for a, b in zip(p, t)], [ssim(a, b) for a, b in zip(p, t)]
+    if len({im.size for im in targets}) > 1:  # targets of several sizes: retrieval compares at the first one's
+        p, t = ([pixels(im, targets[0].size) for im in ims] for ims in (preds, targets))
+    top1 = (nearest(torch.stack(p), torch.stack(t)) == torch.arange(len(p))).double().mean()
+    return {"n": len(preds), "l1": float(np.mean(l1)), "ssim": float(np.mean(ssims)), "top1": float(top1)}
 
 
 def ink_shape(img: Image.Image, size: int = 32, trim: float = 0.02, sigma: float = 1.0) -> torch.Tensor:

@@ -50,6 +50,11 @@ def test_l1_top1_and_the_histogram_baseline():
     assert one_off["l1"] == pytest.approx(expected) and one_off["top1"] == 0.75
     with pytest.raises(ImxlateError):
         paired_scores(imgs[:2], imgs)
+    # targets of several sizes: L1 and SSIM at each target's size, retrieval at the first one's
+    sizes = [im.resize((40 + 8 * i, 40)) for i, im in enumerate(imgs)]
+    mixed = paired_scores(sizes, sizes)
+    assert mixed == {"n": 4, "l1": 0.0, "ssim": pytest.approx(1.0), "top1": 1.0}
+    assert paired_scores(sizes[::-1], sizes)["top1"] == 0.0
 
     ramp = Image.fromarray(np.tile(np.arange(256, dtype=np.uint8), (8, 1))[..., None].repeat(3, 2))
     reference = np.zeros((3, 256))
