@@ -36,7 +36,7 @@ def test_translate_memory_cpu_form():
     assert "batch 1,    4 images: peak" in out and "machine:" in out, out
     out = run("translate_memory.py", "large", "--sizes", "64x48", "--tile", 32, "--ngf", 4, "--n-blocks", 1,
               device=False)
-    assert "64x48 tile 32: peak" in out, out
+    assert "64x48 streamed (--tile 32): peak" in out, out
 
 
 def test_video_flicker_cpu_form():
