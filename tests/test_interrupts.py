@@ -21,10 +21,15 @@ TINY = ["--ngf", "4", "--ndf", "4", "--n-blocks", "1", "--crop-size", "32", "--l
 
 
 def start(cwd: Path, *args: str) -> subprocess.Popen:
-    """`imxlate ARGS` as a user runs it, its output read line by line."""
+    """`imxlate ARGS` as a user runs it in a terminal, its output read line by line. SIGHUP is at its default
+    in the child even when the tests run under nohup (which sets it ignored, and imxlate keeps it so)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "80"}
-    return subprocess.Popen([sys.executable, "-m", "imxlate", *args], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    hangup = signal.signal(signal.SIGHUP, signal.SIG_DFL)  # what the child inherits at exec
+    try:
+        return subprocess.Popen([sys.executable, "-m", "imxlate", *args], cwd=cwd, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    finally:
+        signal.signal(signal.SIGHUP, hangup)
 
 
 def signal_after(proc: subprocess.Popen, prefix: str, signum: int, stream: str = "stdout") -> tuple[str, str]:
