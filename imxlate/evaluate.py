@@ -50,15 +50,7 @@ def evaluate(metric_names: Sequence[str] = (), *, real=None, fake=None, model: s
                            f"choose from {', '.join(metrics.METRICS)}")
     saved_images = bool(real or fake)
     _check_options(names, saved_images, real, fake, model, source, target, to, paired_target, classifier, save_stats)
-    for option, path, kind in (("--real", real, _kind(real)), ("--fake", fake, _kind(fake)),
-                               ("--source", source, "folder"), ("--target", target, "folder"),
-                               ("--paired-target", paired_target, "folder"), ("--classifier", classifier, "file")):
-        if path:
-            _check_path(option, path, kind)
-    if save_stats:
-        if Path(save_stats).is_dir():
-            raise ImxlateError(f"--save-stats {save_stats} is a folder; --save-stats names the .npz file to write")
-        store.prepare_folder(Path(save_stats).parent, "--save-stats folder", create=False)
+    _check_paths(real, fake, source, target, paired_target, classifier, save_stats)
     pairs = match_by_name(fake if saved_images else source, paired_target) if paired_target else None
     if not saved_images:
         from .models import find_model
@@ -69,29 +61,50 @@ def evaluate(metric_names: Sequence[str] = (), *, real=None, fake=None, model: s
     stats_only = bool(real and fake and _kind(real) == _kind(fake) == "file")  # no images: no Inception network
     weights = (metrics.find_inception_weights(inception_weights, download=download)
                if save_stats or (names and not stats_only) else None)
-    inception = None
-    if weights:
-        from .device import pick_device
-
-        inception = metrics.load_inception(weights, allow_unverified=allow_unverified_weights,
-                                           device=pick_device(device))
-    real_side = real
-    if save_stats:
-        real_side = metrics.extract(real, *inception, preset, batch_size=batch_size, progress=progress)
-        metrics.save_stats(save_stats, real_side)
-        print(f"Saved statistics of {real_side.n} images ({preset}) to {save_stats}", file=sys.stderr)
-        if not fake:
-            return Evaluation(None, "")
-    clf = None
-    if classifier:
-        from .classifier import load_classifier
-
-        clf = load_classifier(classifier)
+    inception = _load_inception(weights, allow_unverified_weights, device) if weights else None
+    real_side = _save_stats(real, save_stats, inception, preset, batch_size, progress) if save_stats else real
+    if save_stats and not fake:
+        return Evaluation(None, "")
+    clf = _load_classifier(classifier) if classifier else None
     if saved_images:
         return _score_saved(names, real, real_side, fake, pairs, paired_target, clf, inception, preset, batch_size,
                             progress)
     return _score_model(path, how, names, source, target, to, pairs, paired_target, clf, inception, preset,
                         batch_size, device, verify, progress)
+
+
+def _check_paths(real, fake, source, target, paired_target, classifier, save_stats) -> None:
+    """Refuse a given path that does not exist or is of the wrong kind, and a --save-stats that cannot be written."""
+    for option, path, kind in (("--real", real, _kind(real)), ("--fake", fake, _kind(fake)),
+                               ("--source", source, "folder"), ("--target", target, "folder"),
+                               ("--paired-target", paired_target, "folder"), ("--classifier", classifier, "file")):
+        if path:
+            _check_path(option, path, kind)
+    if save_stats:
+        if Path(save_stats).is_dir():
+            raise ImxlateError(f"--save-stats {save_stats} is a folder; --save-stats names the .npz file to write")
+        store.prepare_folder(Path(save_stats).parent, "--save-stats folder", create=False)
+
+
+def _load_inception(weights, allow_unverified: bool, device: str):
+    """The Inception network of `weights` on the chosen device (what metrics.load_inception returns)."""
+    from .device import pick_device
+
+    return metrics.load_inception(weights, allow_unverified=allow_unverified, device=pick_device(device))
+
+
+def _save_stats(real, save_stats, inception, preset: str, batch_size: int, progress: bool):
+    """The statistics of the images in `real`, saved to `save_stats` (said on stderr) -> those statistics."""
+    stats = metrics.extract(real, *inception, preset, batch_size=batch_size, progress=progress)
+    metrics.save_stats(save_stats, stats)
+    print(f"Saved statistics of {stats.n} images ({preset}) to {save_stats}", file=sys.stderr)
+    return stats
+
+
+def _load_classifier(path):
+    from .classifier import load_classifier
+
+    return load_classifier(path)
 
 
 def _check_options(names, saved_images, real, fake, model, source, target, to, paired_target, classifier,
