@@ -323,6 +323,9 @@ class Server(http.server.ThreadingHTTPServer):
     """The page's server for a loaded Translator; `serve_forever()` runs it, `shutdown()` stops it."""
 
     request_queue_size = 64  # connections the system holds while all `threads` are busy
+    # Connections' threads are waited for (server_close, then Python's exit): a daemon thread still writing when
+    # the interpreter shuts down aborts the process (SIGABRT after Ctrl-C, seen once in CI).
+    daemon_threads = False
 
     def __init__(self, translator, host: str = "127.0.0.1", port: int = 0, max_upload_mb: float = MAX_UPLOAD_MB,
                  threads: int = THREADS, read_timeout: float = READ_TIMEOUT):
@@ -337,6 +340,7 @@ class Server(http.server.ThreadingHTTPServer):
         self.translator, self.max_upload, self.read_timeout = translator, int(max_upload_mb * 1e6), read_timeout
         self.slots = threading.BoundedSemaphore(threads)
         self.forward = threading.Lock()  # the model is not made for concurrent calls
+        self.open, self.open_lock = set(), threading.Lock()  # connections being served, cut by server_close
         self.page = page(translator, {d: is_stochastic(translator, d) for d in targets(translator)}, self.max_upload)
         try:
             super().__init__((host, port), Handler)
@@ -352,10 +356,12 @@ class Server(http.server.ThreadingHTTPServer):
         """Serve a new connection in its own thread once one of the `threads` is free (until then it waits, and
         the connections after it wait in the listen queue; so does shutdown())."""
         self.slots.acquire()
+        with self.open_lock:
+            self.open.add(request)
         try:
             super().process_request(request, client_address)
         except Exception:  # no thread started: the slot is free again
-            self.slots.release()
+            self.done_with(request)
             raise
         # A KeyboardInterrupt (Ctrl-C) may come while Thread.start waits for the thread it started, which then
         # releases the slot itself: it is let through, and serve() stops.
@@ -364,7 +370,23 @@ class Server(http.server.ThreadingHTTPServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self.slots.release()
+            self.done_with(request)
+
+    def done_with(self, request) -> None:
+        with self.open_lock:
+            self.open.discard(request)
+        self.slots.release()
+
+    def server_close(self):
+        """Stop listening, cut the connections still open (a stalled upload, a client lingering) so that their
+        threads end at once, and wait for them."""
+        with self.open_lock:
+            for request in self.open:
+                try:
+                    request.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        super().server_close()
 
     @property
     def url(self) -> str:

@@ -245,3 +245,14 @@ def test_serve_command_prints_its_url_and_stops_on_ctrl_c(model, tmp_path):
 def test_bad_port_is_one_error_line(model):
     r = cli("serve", model, "--port", "70000", ok=False)
     assert r.exit_code == 2 and r.output.startswith("error: --port 70000") and "Traceback" not in r.output
+
+
+def test_closing_the_server_cuts_open_connections_and_waits_for_their_threads(model):
+    """No connection's thread outlives server_close (a thread still running when Python exits can abort it)."""
+    server = Server(imxlate.load(model, device="cpu"), "127.0.0.1", 0, read_timeout=600)
+    with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=30) as idle:
+        with running(server) as port:
+            assert request(port, "GET", "/")[0] == 200
+            idle.sendall(b"POST /translate?to=vangogh HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc")  # stalls
+        assert not [t for t in threading.enumerate() if "process_request_thread" in t.name]
+        assert idle.recv(100) == b""  # cut by the server, not after its 600 s read timeout
