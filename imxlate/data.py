@@ -136,15 +136,19 @@ def load_image(path: str | Path, max_pixels: int | None = None,
         img.load()
     if img.mode.startswith("I") or img.mode == "F":
         img = _to_8bit(img, path)
-    if img.mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     alpha = None
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    if has_alpha(img):
+        img = img.convert("RGBA")
         alpha = img.getchannel("A")
-        img = img.convert("RGBA").convert("RGB")
-    elif img.mode != "RGB":
-        img = img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+    if img.mode != "RGB":
+        img = img.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
     return img, alpha
+
+
+def has_alpha(img: Image.Image) -> bool:
+    """Whether a PIL image (opened or loaded) has transparency: an alpha channel, or a palette's or colour's
+    transparency entry."""
+    return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
 
 
 def load_rgb(path: str | Path, background=(255, 255, 255)) -> Image.Image:

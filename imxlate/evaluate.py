@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import metrics, store
+from .classifier import classify, load_classifier
 from .paired import match_by_name, paired_scores
 from .data import find_test_folder, list_images, load_image, load_rgb, to_image, to_tensor
 from .config import MAX_PIXELS, check_at_least
@@ -65,7 +66,7 @@ def evaluate(metric_names: Sequence[str] = (), *, real=None, fake=None, model: s
     real_side = _save_stats(real, save_stats, inception, preset, batch_size, progress) if save_stats else real
     if save_stats and not fake:
         return Evaluation(None, "")
-    clf = _load_classifier(classifier) if classifier else None
+    clf = load_classifier(classifier) if classifier else None
     if saved_images:
         return _score_saved(names, real, real_side, fake, pairs, paired_target, clf, inception, preset, batch_size,
                             progress)
@@ -99,12 +100,6 @@ def _save_stats(real, save_stats, inception, preset: str, batch_size: int, progr
     metrics.save_stats(save_stats, stats)
     print(f"Saved statistics of {stats.n} images ({preset}) to {save_stats}", file=sys.stderr)
     return stats
-
-
-def _load_classifier(path):
-    from .classifier import load_classifier
-
-    return load_classifier(path)
 
 
 def _check_options(names, saved_images, real, fake, model, source, target, to, paired_target, classifier,
@@ -277,8 +272,6 @@ def class_labels(folder: Path, files: list[Path]) -> list[str]:
 
 def classified_accuracy(classifier, images: list, labels: list[str]) -> float:
     """Share of images (PIL or files) that the classifier assigns to their label."""
-    from .classifier import classify
-
     return sum(p == t for p, t in zip(classify(classifier, images), labels)) / max(1, len(labels))
 
 

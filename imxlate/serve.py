@@ -37,7 +37,7 @@ import torch
 from PIL import Image, ImageOps
 
 from .config import MAX_PIXELS
-from .data import too_large
+from .data import has_alpha, too_large
 from .errors import ImxlateError
 
 MAX_UPLOAD_MB = 20.0
@@ -89,7 +89,7 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
         img.load()
     except Exception as e:  # Pillow raises many types (OSError, SyntaxError, struct.error...) on broken files
         raise Refusal(415, f"{not_image} ({one_line(e)})") from None
-    return img.convert("RGBA" if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info else "RGB")
+    return img.convert("RGBA" if has_alpha(img) else "RGB")
 
 
 def form_parts(body: bytes, boundary: str) -> list[tuple[email.message.Message, bytes]]:

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from . import store, tiling
 from .config import check_at_least, check_seed
-from .data import expand_inputs, load_image, to_image, to_tensor, too_large
+from .data import expand_inputs, has_alpha, load_image, to_image, to_tensor, too_large
 from .errors import ImxlateError, from_os_error
 from .families import load_model
 from .models import find_model
@@ -205,7 +205,7 @@ class Translator:
             single = image.dim() == 3
             y = self.translate_tensor(image[None] if single else image, to, src, g, tile, max_memory)
             return y[0] if single else y
-        alpha = image.getchannel("A") if image.mode in ("RGBA", "LA") else None
+        alpha = image.convert("RGBA").getchannel("A") if has_alpha(image) else None
         rgb = image.convert("RGB")
         out = to_image(self.translate_tensor(to_tensor(rgb)[None], to, src, g, tile, max_memory)[0])
         if alpha is not None:
@@ -310,10 +310,10 @@ def check_ext(ext: str | None) -> str | None:
 
 
 def _has_alpha(path: Path) -> bool:
-    """Whether an image file holds an alpha channel, from its header (as data.load_image reads it)."""
+    """Whether an image file holds transparency, from its header (as data.load_image reads it)."""
     try:
         with Image.open(path) as img:
-            return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info)
+            return has_alpha(img)
     except Exception:  # unreadable: reported when it is decoded
         return False
 

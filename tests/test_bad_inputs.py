@@ -495,3 +495,36 @@ def test_a_float_tiff_translates_through_the_cli(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.stderr
     assert [p.name for p in (tmp_path / OUT).iterdir()] == ["scan.tif"]
     assert Image.open(tmp_path / OUT / "scan.tif").size == (48, 48)
+
+
+# ---- transparency: every way an image holds it reads as the same alpha --------------------------------------
+
+def transparent(mode: str) -> Image.Image:
+    """A 4x2 image in `mode` whose left half is transparent (an alpha channel, or a palette's or colour key's
+    transparency entry), its right half opaque."""
+    rgba = Image.new("RGBA", (4, 2), (200, 30, 30, 255))
+    rgba.paste((10, 10, 10, 0), (0, 0, 2, 2))
+    if mode in ("RGBA", "LA"):
+        return rgba.convert(mode)
+    keyed = Image.new("RGB" if mode == "RGB" else "L", (4, 2), (200, 30, 30) if mode == "RGB" else 200)
+    keyed.paste((10, 10, 10) if mode == "RGB" else 10, (0, 0, 2, 2))
+    if mode == "P":
+        keyed = keyed.convert("P")
+        keyed.info["transparency"] = keyed.getpixel((0, 0))
+    else:
+        keyed.info["transparency"] = (10, 10, 10) if mode == "RGB" else 10
+    return keyed
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "RGB", "L"])
+def test_transparency_reads_as_alpha_in_files_uploads_and_outputs(tmp_path, mode):
+    from imxlate.data import load_image
+    from imxlate.serve import decode
+    from imxlate.translate import output_suffix
+
+    path = tmp_path / "cut.png"
+    transparent(mode).save(path, transparency=transparent(mode).info.get("transparency"))
+    _, alpha = load_image(path)
+    assert alpha is not None and np.asarray(alpha).tolist() == [[0, 0, 255, 255]] * 2
+    assert decode(path.read_bytes()).mode == "RGBA"
+    assert output_suffix(path, ".jpg") == ".png"  # JPEG cannot hold the alpha
