@@ -59,14 +59,19 @@ def test_shape_pair_is_split_the_same_way(tmp_path):
     assert all(not (x & y) for i, x in enumerate(parts) for y in parts[i + 1:])
 
 
-def test_budget_times_each_family_once():
-    """The step counts come from one timing per family; a method that differs only in a training-loop option
-    (CycleGAN-EMA: --ema) runs the steps of the one it extends."""
+def benchmark_script():
     sys.path.insert(0, str(ROOT / "examples" / "glyphs"))
     try:
         import benchmark
     finally:
         sys.path.pop(0)
+    return benchmark
+
+
+def test_budget_times_each_family_once():
+    """The step counts come from one timing per family; a method that differs only in a training-loop option
+    (CycleGAN-EMA: --ema) runs the steps of the one it extends."""
+    benchmark = benchmark_script()
     assert {m: benchmark.timed_as(m) for m in benchmark.METHODS} == {
         "CycleGAN": "CycleGAN", "CUT": "CUT", "FastCUT": "FastCUT", "CycleGAN-EMA": "CycleGAN",
         "U-GAT-IT": "U-GAT-IT", "U-GAT-IT-light": "U-GAT-IT-light", "CycleGAN-Deform": "CycleGAN-Deform",
@@ -76,6 +81,17 @@ def test_budget_times_each_family_once():
     assert set(times) == {"CycleGAN", "CUT", "FastCUT", "U-GAT-IT", "U-GAT-IT-light", "CycleGAN-Deform",
                           "CycleGAN-Affine", "CycleGAN-UNet", "CycleGAN-Affine-UNet"}
     assert all(t > 0 for t in times.values())
+
+
+def test_the_choice_drops_a_method_short_of_seeds_only_below_the_chosen_ones_worst_seed():
+    """Validation gains per seed: A has every seed on both pairs and the best mean; B's one seed is below A's
+    worst on z003 (dropped early), C's is above it (waited for), D has none; E is complete and never dropped."""
+    choice = {"z003": {"A": [0.4, 0.3, 0.5], "B": [0.1], "C": [0.35], "E": [0.0, 0.1, 0.2]},
+              "kai": {"A": [0.1, 0.0, 0.2], "E": [0.3, 0.3, 0.3]}}
+    line = benchmark_script().choose(["z003", "kai"], choice, ["A", "B", "C", "D", "E"], 3)
+    assert line.endswith("A 0.250, E 0.200; chosen: **A** (among the methods with every seed; dropped early, their "
+                         "best seed below A's worst on a pair: B; not yet: C, D).")
+    assert benchmark_script().choose(["z003"], choice, ["B", "C"], 3).startswith("Not chosen yet")
 
 
 def test_benchmark_trains_scores_and_chooses_on_validation(latin, tmp_path):
@@ -130,5 +146,6 @@ def test_benchmark_trains_scores_and_chooses_on_validation(latin, tmp_path):
     assert only.returncode == 0, only.stdout + only.stderr
     assert sorted(f.name for f in (tmp_path / "results").glob("latin-*seed1*.json")) == ["latin-cyclegan-ema-seed1-2.json"]
     assert "CycleGAN (1 of 2 seeds)" in only.stdout and "| CycleGAN-EMA |" in only.stdout
-    # the choice is among the methods with every seed, and says which still wait
-    assert "chosen: **CycleGAN-EMA** (among the methods with every seed; not yet: CycleGAN, CUT, FastCUT)" in only.stdout
+    # the choice is among the methods with every seed, and says which still wait or were dropped early
+    said = re.search(r"chosen: \*\*CycleGAN-EMA\*\* \(among the methods with every seed; (.*)\)\.", only.stdout)
+    assert said and sorted(re.findall(r"CycleGAN|CUT|FastCUT", said[1].replace("CycleGAN-EMA", ""))) == ["CUT", "CycleGAN", "FastCUT"]

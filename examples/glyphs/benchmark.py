@@ -26,8 +26,9 @@ Scores, per direction:
   to every other held-out character's?) on the held-out test characters, beside the input itself, the input
   blurred by 1 px and a blank white page (on white backgrounds L1 and SSIM reward a blank page, so retrieval
   is the content measure). The same scores on the validation characters choose the default: the method with
-  the highest mean relative gain over the input itself on L1, SSIM and top-1 (over both pairs, both directions
-  and the seeds); the test split never chooses.
+  the highest mean relative gain over the input itself on L1, SSIM and top-1 (shape retrieval on the pairs that
+  change shape; over the pairs, both directions and the seeds); the test split never chooses. A method short of
+  seeds is dropped early when on some pair its best seed is below the chosen method's worst.
 - digits: the share of held-out digits whose translation a classifier of the target domain reads as the
   input's digit (examples/digits: classifiers trained on each domain's training images).
 
@@ -347,21 +348,28 @@ def draw_grid(rows: list[tuple[str, list[Image.Image]]], path: Path, scale: int 
     sheet.resize((sheet.width * scale, sheet.height * scale), Image.NEAREST).save(path)
 
 
-def choose(pairs: list[str], choice: dict, methods: list[str]) -> str:
-    """The validation choice over `pairs` (one kind: easy or shape) among the `methods` that have every seed on
-    each pair, naming those still waiting for seeds, as a line ('' without pairs)."""
+def choose(pairs: list[str], choice: dict, methods: list[str], seeds: int) -> str:
+    """The validation choice over `pairs` (one kind: easy or shape) as a line ('' without pairs). `choice`:
+    {pair: {method: [validation gain of each seed run]}}. Chosen: the best mean among the methods with all
+    `seeds` on every pair. A method short of seeds is dropped early when, on some pair, its best seed is below
+    the chosen one's worst (its other seeds are not worth their hours); until then the choice waits for it."""
     if not pairs:
         return ""
-    done = [m for m in methods if all(m in choice.get(p, {}) for p in pairs)]
-    waiting = [m for m in methods if m not in done]
+    gains = {m: {p: choice.get(p, {}).get(m, []) for p in pairs} for m in methods}
+    done = [m for m in methods if all(len(g) == seeds for g in gains[m].values())]
     if not done:
         return f"Not chosen yet on {', '.join(pairs)}: a choice waits for every method's seeds on every pair."
-    means = {m: statistics.mean(choice[p][m] for p in pairs) for m in done}
+    means = {m: statistics.mean(statistics.mean(g) for g in gains[m].values()) for m in done}
+    best = max(means, key=means.get)
+    dropped = [m for m in methods if m not in done and any(g and max(g) < min(gains[best][p]) for p, g in gains[m].items())]
+    waiting = [m for m in methods if m not in done and m not in dropped]
     content = " and ".join(sorted({{"top1": "top-1", "shape": "shape retrieval"}[content_of(p)] for p in pairs}))
+    others = ([f"dropped early, their best seed below {best}'s worst on a pair: {', '.join(dropped)}"] if dropped else []) + \
+             ([f"not yet: {', '.join(waiting)}"] if waiting else [])
     return (f"Validation score on {', '.join(pairs)}, the mean relative gain over the input itself on L1, SSIM and "
             f"{content} (over pairs, directions and seeds; above 0 beats the input): "
-            + ", ".join(f"{m} {v:.3f}" for m, v in means.items()) + f"; chosen: **{max(means, key=means.get)}**"
-            + (f" (among the methods with every seed; not yet: {', '.join(waiting)})." if waiting else "."))
+            + ", ".join(f"{m} {v:.3f}" for m, v in means.items()) + f"; chosen: **{best}** (among the methods with "
+            + "; ".join(["every seed"] + others) + ").")
 
 
 # ---- main --------------------------------------------------------------------------------------------
@@ -510,11 +518,8 @@ def main() -> None:
         val_base = baselines(split["val"])["input itself"]
         scores = {shown_name(pair, m): [{tuple(k.split("->")): v for k, v in r["test"].items()} for r in seeds_of(pair, m)]
                   for m in methods}
-        for m in methods:
-            if len(seeds_of(pair, m)) == args.seeds:
-                choice.setdefault(pair, {})[m] = statistics.mean(
-                    gain(r["val"][f"{s}->{d}"], val_base[(s, d)], content_of(pair))
-                    for r in seeds_of(pair, m) for s, d in directions)
+        choice[pair] = {m: [statistics.mean(gain(r["val"][f"{s}->{d}"], val_base[(s, d)], content_of(pair))
+                                            for s, d in directions) for r in seeds_of(pair, m)] for m in methods}
         steps = {shown_name(pair, m): budgets["glyphs"][m][0] for m in methods}
         base = baselines(split["test"], styles[pair], pair)
         blocks[pair] = glyph_table(pair, directions, scores, base, steps) + "\n\n" + beats_line(pair, directions, scores, base)
@@ -548,7 +553,8 @@ def main() -> None:
     for tag, block in blocks.items():
         say(f"\n{tag}\n{block}")
     kinds = {"easy": [p for p in sets if p not in SHAPE_PAIRS], "shape": [p for p in sets if p in SHAPE_PAIRS]}
-    chosen = {kind: choose(pairs, choice, list(dict.fromkeys(m for p in pairs for m in methods_for(p, args.methods))))
+    chosen = {kind: choose(pairs, choice, list(dict.fromkeys(m for p in pairs for m in methods_for(p, args.methods))),
+                           args.seeds)
               for kind, pairs in kinds.items()}
     for kind, line in chosen.items():
         if line:
