@@ -357,6 +357,8 @@ class Run:
             self.say(f"Device: {self.device}" + (f" x {self.world} ranks (global batch {cfg.batch_size * self.world})"
                                                  if self.world > 1 else ""))
             self.say(f"Family: {family.name}; networks: {sizes} parameters")
+            if hint := family.recipe_hint():
+                self.say(f"[dim]{hint}[/]")
         self.say(f"Training {self.stop} steps ({self.steps_per_epoch} per epoch, batch {cfg.batch_size}, "
                  f"{cfg.crop_size}px); stages: {', '.join(f'{n} {s}' for n, s in self.stages)}; "
                  f"learning rate {describe_schedule(self.meta['lr_schedule'])}"

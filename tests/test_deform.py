@@ -186,6 +186,16 @@ def test_training_through_the_cli_records_the_affine_warp(two_domains, monkeypat
     assert isinstance(family.nets["G_ab"].net, ResnetGenerator)
 
 
+def test_training_names_the_shape_recipe_only_for_the_generator_that_keeps_the_layout(two_domains, monkeypatch):
+    monkeypatch.chdir(two_domains)
+    common = ["train", "--domains", "photos", "vangogh", "--steps", "1"]
+    tiny = [o for o in TINY if o != "--quiet"]
+    said = cli(*common, *tiny, "--out", "plain").output
+    assert "Shapes: this generator keeps each input's layout" in said and "--generator unet --warp affine" in said
+    said = cli(*common, *[o for o in TINY_UNET if o != "--quiet"], "--warp", "affine", "--out", "moving").output
+    assert "Shapes:" not in said and "Training 1 steps" in said
+
+
 @pytest.mark.parametrize("kind", ["deform", "affine"])
 def test_resume_is_bit_identical(two_domains, monkeypatch, kind):
     monkeypatch.chdir(two_domains)

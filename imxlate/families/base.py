@@ -161,6 +161,10 @@ class Family:
     # ---- shared behaviour ------------------------------------------------------------------
     one_way_hint: ClassVar[str] = ""  # how to get the missing direction of a one-sided model ({a}, {b}: domains)
 
+    def recipe_hint(self) -> str:
+        """A line said before a new run trains: where another recipe of the family may serve better ('': none)."""
+        return ""
+
     def translate(self, x: torch.Tensor, dst: str, src: str | None = None, generator=None) -> torch.Tensor:
         """(B,3,H,W) images of domain `src` (None: the other one) -> images of domain `dst`, by the
         generator G_<src><dst> (G_ab, G_ba); a one-sided model refuses the direction it lacks."""

@@ -58,6 +58,12 @@ class CycleGAN(Family):
         if self.cfg.one_way:  # an imported single generator: the model file holds G_ab alone
             self.keep = ("G_ab",)
 
+    def recipe_hint(self) -> str:
+        if self.cfg.generator == "resnet" and self.cfg.warp == "none":  # the glyph benchmark's shape pairs
+            return ("Shapes: this generator keeps each input's layout and restyles it; where the target draws things "
+                    "differently (slant, proportions: print to script), try --generator unet --warp affine")
+        return ""
+
     @classmethod
     def resolve_config(cls, cfg, train_cfg):
         if cfg.one_way:
