@@ -255,4 +255,7 @@ def test_closing_the_server_cuts_open_connections_and_waits_for_their_threads(mo
             assert request(port, "GET", "/")[0] == 200
             idle.sendall(b"POST /translate?to=vangogh HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc")  # stalls
         assert not [t for t in threading.enumerate() if "process_request_thread" in t.name]
-        assert idle.recv(100) == b""  # cut by the server, not after its 600 s read timeout
+        try:  # cut by the server, not after its 600 s read timeout: an end of stream, or a reset when the
+            assert idle.recv(100) == b""  # server's side still held unread bytes as it closed
+        except ConnectionResetError:
+            pass
