@@ -114,6 +114,17 @@ def too_large(width: int, height: int, max_pixels: int | None, file_bytes: int |
             f"real image, pass --max-pixels {pixels}")
 
 
+def open_image(path) -> Image.Image:
+    """Image.open (the header read, the pixels not yet decoded) without Pillow's own decompression-bomb check:
+    too_large applies imxlate's, which knows the file's size."""
+    with _PIL_LIMIT:
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            return Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+
+
 def load_image(path: str | Path, max_pixels: int | None = None,
                check=None) -> tuple[Image.Image, Image.Image | None]:
     """Decode any image file to (RGB image, alpha channel or None), EXIF orientation applied.
@@ -121,13 +132,7 @@ def load_image(path: str | Path, max_pixels: int | None = None,
     Refused from its header, before it is decoded: an image that too_large refuses (more than `max_pixels`
     pixels, or without it a decompression bomb), and one for which `check(width, height)` gives a reason.
     """
-    with _PIL_LIMIT:
-        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-        try:
-            img = Image.open(path)
-        finally:
-            Image.MAX_IMAGE_PIXELS = limit
-    with img:
+    with open_image(path) as img:
         file_bytes = os.path.getsize(path) if isinstance(path, (str, os.PathLike)) else None
         refused = too_large(*img.size, max_pixels, file_bytes) or (check(*img.size) if check else None)
         if refused:

@@ -13,6 +13,7 @@ from .classifier import classify, load_classifier
 from .paired import match_by_name, paired_scores
 from .data import find_test_folder, list_images, load_image, load_rgb, to_image, to_tensor
 from .config import MAX_PIXELS, check_at_least
+from .device import pick_device
 from .errors import ImxlateError, missing_path_message
 
 
@@ -62,7 +63,8 @@ def evaluate(metric_names: Sequence[str] = (), *, real=None, fake=None, model: s
     stats_only = bool(real and fake and _kind(real) == _kind(fake) == "file")  # no images: no Inception network
     weights = (metrics.find_inception_weights(inception_weights, download=download)
                if save_stats or (names and not stats_only) else None)
-    inception = _load_inception(weights, allow_unverified_weights, device) if weights else None
+    inception = (metrics.load_inception(weights, allow_unverified=allow_unverified_weights, device=pick_device(device))
+                 if weights else None)
     real_side = _save_stats(real, save_stats, inception, preset, batch_size, progress) if save_stats else real
     if save_stats and not fake:
         return Evaluation(None, "")
@@ -85,13 +87,6 @@ def _check_paths(real, fake, source, target, paired_target, classifier, save_sta
         if Path(save_stats).is_dir():
             raise ImxlateError(f"--save-stats {save_stats} is a folder; --save-stats names the .npz file to write")
         store.prepare_folder(Path(save_stats).parent, "--save-stats folder", create=False)
-
-
-def _load_inception(weights, allow_unverified: bool, device: str):
-    """The Inception network of `weights` on the chosen device (what metrics.load_inception returns)."""
-    from .device import pick_device
-
-    return metrics.load_inception(weights, allow_unverified=allow_unverified, device=pick_device(device))
 
 
 def _save_stats(real, save_stats, inception, preset: str, batch_size: int, progress: bool):

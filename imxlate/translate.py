@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from . import store, tiling
 from .config import check_at_least, check_seed
-from .data import expand_inputs, has_alpha, load_image, to_image, to_tensor, too_large
+from .data import expand_inputs, has_alpha, load_image, open_image, to_image, to_tensor, too_large
 from .errors import ImxlateError, from_os_error
 from .families import load_model
 from .models import find_model
@@ -312,7 +311,7 @@ def check_ext(ext: str | None) -> str | None:
 def _has_alpha(path: Path) -> bool:
     """Whether an image file holds transparency, from its header (as data.load_image reads it)."""
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             return has_alpha(img)
     except Exception:  # unreadable: reported when it is decoded
         return False
@@ -455,12 +454,8 @@ class _FolderRun:
     def _peek(self, path: Path) -> tuple[int, int]:
         """The size an image will be translated at, from its header ((0, 0) when it cannot be read)."""
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # data.load_image's guard applies
-                with Image.open(path) as img:
-                    return tiling.sized(*img.size, self.size)
-        except Image.DecompressionBombError:
-            return 2**16, 2**16
+            with open_image(path) as img:  # data.load_image's guard against bombs applies when it is decoded
+                return tiling.sized(*img.size, self.size)
         except Exception:  # the decoder says what is wrong with it
             return 0, 0
 
