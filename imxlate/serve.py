@@ -27,6 +27,7 @@ import re
 import signal
 import socket
 import socketserver
+import sys
 import threading
 import time
 import traceback
@@ -376,6 +377,12 @@ class Server(http.server.ThreadingHTTPServer):
         with self.open_lock:
             self.open.discard(request)
         self.slots.release()
+
+    def handle_error(self, request, client_address):
+        """A connection that broke while it was answered (the client left, or server_close cut it) is no error:
+        nothing to report. Anything else prints its traceback, as socketserver does."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
     def server_close(self):
         """Stop listening, cut the connections still open (a stalled upload, a client lingering) so that their

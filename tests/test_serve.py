@@ -259,3 +259,19 @@ def test_closing_the_server_cuts_open_connections_and_waits_for_their_threads(mo
             assert idle.recv(100) == b""  # server's side still held unread bytes as it closed
         except ConnectionResetError:
             pass
+
+
+def test_a_connection_broken_while_answered_is_not_reported(model, capsys):
+    """server_close cuts a connection whose page is still being written: its BrokenPipeError prints nothing;
+    any other error in a handler still prints its traceback."""
+    server = Server(imxlate.load(model, device="cpu"), "127.0.0.1", 0)
+    try:
+        for error in (BrokenPipeError(32, "Broken pipe"), ValueError("a bug")):
+            try:
+                raise error
+            except Exception:
+                server.handle_error(None, ("127.0.0.1", 1))
+        err = capsys.readouterr().err
+        assert "ValueError: a bug" in err and "BrokenPipeError" not in err
+    finally:
+        server.server_close()
